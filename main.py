@@ -1,0 +1,121 @@
+"""The task service assembled: settings, engine, security, routers, middleware, error handlers."""
+
+import json
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer
+
+from db import make_engine, migrate
+from routes import auth, health, tasks
+from security import FailureLimiter, RevocationList, TokenVerifier, password_hasher
+from settings import Settings
+
+log = logging.getLogger("todo")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+DESCRIPTION = """
+A multi-user task API. Every `/api/{user_id}/...` route needs a bearer token whose subject is
+`user_id`: a Better Auth token (shared secret or JWKS) or one from `/auth/login`.
+Use **Authorize** to paste a token or to log in with email and password.
+"""
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON that stays encodable whatever the client sent (lone surrogates in echoed input)."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    engine = make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_startup:
+            await to_thread.run_sync(migrate, engine)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Todo API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.verifier = TokenVerifier(settings)
+    app.state.revocations = RevocationList(engine, settings.revocation_refresh_seconds)
+
+    # Documented ways in for Swagger's Authorize dialog; the token itself is checked by the
+    # routes' own dependency, so both schemes are optional here.
+    schemes = [Security(HTTPBearer(auto_error=False, scheme_name="bearerToken"))]
+    if settings.accounts_enabled:
+        hasher = password_hasher(settings)
+        app.state.hasher = hasher
+        app.state.dummy_hash = hasher.hash(secrets.token_urlsafe(16))
+        app.state.email_limiter = FailureLimiter(
+            settings.login_max_failures_per_email, settings.login_failure_window_seconds
+        )
+        app.state.client_limiter = FailureLimiter(
+            settings.login_max_failures_per_client, settings.login_failure_window_seconds
+        )
+        schemes.append(
+            Security(
+                OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False, scheme_name="passwordLogin")
+            )
+        )
+        app.include_router(auth.router)
+
+    app.include_router(health.router)
+    app.include_router(tasks.router, dependencies=schemes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Total-Count", "Link", "Location"],
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        log.error(
+            "Unhandled error on %s %s [request %s]",
+            request.method,
+            request.url.path,
+            request_id,
+            exc_info=exc,
+        )
+        return JSONResponse(
+            status_code=500,
+            content={"detail": "Internal server error", "request_id": request_id},
+            headers={"X-Request-ID": request_id},
+        )
+
+    return app
+
+
+app = create_app()

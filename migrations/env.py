@@ -1,0 +1,39 @@
+"""Alembic environment: runs on the service's own engine, or one built from DATABASE_URL."""
+
+from alembic import context
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from db import make_engine
+from settings import Settings
+
+target_metadata = SQLModel.metadata
+# An arbitrary constant: one migrator at a time when several instances start together.
+ADVISORY_LOCK_ID = 7_265_430_011
+
+
+def run(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("Offline (--sql) migrations are not supported; run against a database.")
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    run(connection)
+else:
+    engine = make_engine(Settings())
+    with engine.begin() as connection:
+        run(connection)
+    engine.dispose()

@@ -1,0 +1,159 @@
+"""The service's own accounts: register, log in (JSON or OAuth2 form), me, log out."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from db import SessionDep
+from dependencies import UNAUTHORIZED_HEADERS, CurrentPrincipal
+from models import ErrorDetail, TokenResponse, User, UserLogin, UserPublic, UserRegister
+from security import mint_token
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+LOGIN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": UserLogin.model_json_schema()},
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["username", "password"],
+                "properties": {
+                    "username": {"type": "string", "description": "The account's email"},
+                    "password": {"type": "string", "format": "password"},
+                    "grant_type": {"type": "string", "enum": ["password"]},
+                    "scope": {"type": "string"},
+                },
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    summary="Create an account",
+    responses={409: {"model": ErrorDetail, "description": "The email is already registered"}},
+)
+def register(account: UserRegister, session: SessionDep, request: Request) -> User:
+    user = User(
+        email=account.email,
+        name=account.name,
+        password_hash=request.app.state.hasher.hash(account.password),
+    )
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "An account with this email already exists") from None
+    return user
+
+
+async def login_credentials(request: Request) -> UserLogin:
+    """JSON `{email, password}`, or the OAuth2 password form that Swagger's Authorize sends."""
+    data: Any
+    if request.headers.get("content-type", "").startswith(FORM_TYPES):
+        form = await request.form()
+        data = {"email": form.get("username"), "password": form.get("password")}
+    else:
+        try:
+            data = await request.json()
+        except ValueError:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "Send JSON {email, password} or an OAuth2 password form (username, password)",
+            ) from None
+    try:
+        return UserLogin.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    summary="Log in and get a bearer token",
+    openapi_extra={"requestBody": LOGIN_BODY},
+    responses={
+        401: {"model": ErrorDetail, "description": "Wrong email or password"},
+        429: {"model": ErrorDetail, "description": "Too many failed logins; see Retry-After"},
+    },
+)
+def login(
+    credentials: Annotated[UserLogin, Depends(login_credentials)], session: SessionDep, request: Request
+) -> TokenResponse:
+    state = request.app.state
+    keys = (f"email:{credentials.email}", f"client:{request.client.host if request.client else '-'}")
+    limiters = (state.email_limiter, state.client_limiter)
+    waits = [wait for limiter, key in zip(limiters, keys, strict=True) if (wait := limiter.retry_after(key))]
+    if waits:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many failed logins; try again later",
+            headers={"Retry-After": str(max(waits))},
+        )
+    user = session.exec(select(User).where(User.email == credentials.email)).first()
+    # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
+    valid, new_hash = state.hasher.verify_and_update(
+        credentials.password, user.password_hash if user else state.dummy_hash
+    )
+    if user is None or not valid:
+        for limiter, key in zip(limiters, keys, strict=True):
+            limiter.failed(key)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Incorrect email or password", headers=UNAUTHORIZED_HEADERS
+        )
+    if new_hash is not None:  # the hashing parameters changed since this password was stored
+        user.password_hash = new_hash
+        session.add(user)
+        session.commit()
+    state.email_limiter.reset(keys[0])
+    token, expires_in = mint_token(state.settings, user.id)
+    return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
+
+
+@router.get(
+    "/me",
+    response_model=UserPublic,
+    summary="The account behind the token",
+    responses={
+        401: {"model": ErrorDetail, "description": "Missing, invalid or revoked token"},
+        404: {"model": ErrorDetail, "description": "The token's subject has no account here"},
+    },
+)
+def me(principal: CurrentPrincipal, session: SessionDep) -> User:
+    user = session.get(User, principal.user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "The token's subject has no account here")
+    return user
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke the presented token",
+    responses={
+        400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"},
+        401: {"model": ErrorDetail, "description": "Missing, invalid or revoked token"},
+    },
+)
+def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -> None:
+    if principal.jti is None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "This token has no jti and cannot be revoked here; sign out where it was issued",
+        )
+    # Kept until the token would have expired anyway (clamped for absurd `exp` values).
+    expires_at = datetime.fromtimestamp(min(float(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
+    request.app.state.revocations.revoke(session, principal.jti, expires_at)

@@ -1,0 +1,31 @@
+"""Liveness and readiness probes; no token needed."""
+
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy import text
+
+from models import ErrorDetail
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("", summary="The process is alive")
+def alive() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="The database is reachable",
+    responses={503: {"model": ErrorDetail, "description": "The database cannot be reached"}},
+)
+def ready(request: Request) -> dict[str, str]:
+    try:
+        with request.app.state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Database unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
+    return {"status": "ok", "database": "ok"}

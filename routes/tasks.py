@@ -1,0 +1,267 @@
+"""The task API: /api/{user_id}/tasks."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from sqlalchemy import ColumnElement, case, delete, func, literal, not_, update
+from sqlmodel import Session, col, select
+
+from db import SessionDep
+from dependencies import OwnedTask, TaskId, UserId, find_task, task_not_found
+from models import (
+    ErrorDetail,
+    Task,
+    TaskCompletion,
+    TaskCreate,
+    TaskPatch,
+    TaskPublic,
+    TaskUpdate,
+    UTCDateTime,
+    utcnow,
+)
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "Missing, malformed, expired or revoked token"},
+    403: {"model": ErrorDetail, "description": "The path user is not the token's subject"},
+}
+TASK_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: {"model": ErrorDetail, "description": "No such task for this user"},
+}
+
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=AUTH_ERRORS)
+
+SORT_COLUMNS = {
+    "created_at": Task.created_at,
+    "created": Task.created_at,
+    "updated_at": Task.updated_at,
+    "updated": Task.updated_at,
+    "title": Task.title,
+}
+# A leading "+" arrives as a space when the client did not percent-encode it.
+SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)$"
+MAX_OFFSET = 2**31 - 1
+
+
+@router.get(
+    "",
+    response_model=list[TaskPublic],
+    summary="List the user's tasks",
+    description=(
+        "Newest first unless `sort`/`order` say otherwise; ties are broken by id. "
+        "`X-Total-Count` gives the number of tasks matching the filter, and `Link` the "
+        "next and previous pages."
+    ),
+    responses={422: {"description": "Invalid query parameter"}},
+)
+def list_tasks(
+    user_id: UserId,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    status_filter: Annotated[
+        Literal["all", "pending", "completed"], Query(alias="status", description="Which tasks")
+    ] = "all",
+    completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            pattern=SORT_PATTERN,
+            description="created_at, updated_at or title (also created, updated); "
+            "a '-' prefix sorts descending. Default: newest first.",
+        ),
+    ] = None,
+    order: Annotated[Literal["asc", "desc"] | None, Query(description="Sort direction")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> list[Task]:
+    filters: list[ColumnElement[bool]] = [col(Task.user_id) == user_id]
+    wanted = {"all": None, "pending": False, "completed": True}[status_filter]
+    if wanted is not None and completed is not None and wanted != completed:
+        raise HTTPException(422, "status and completed filters contradict each other")
+    wanted = completed if completed is not None else wanted
+    if wanted is not None:
+        filters.append(col(Task.completed) == wanted)
+
+    field, descending = sort_order(sort, order)
+    column = SORT_COLUMNS[field]
+    ordering = (col(column).desc(), col(Task.id).desc()) if descending else (col(column), col(Task.id))
+
+    # One statement: the page and, through a window count, the total that matches the filter.
+    total_column = func.count().over().label("total")
+    rows = session.exec(
+        select(Task, total_column).where(*filters).order_by(*ordering).limit(limit).offset(offset)
+    ).all()
+    if rows:
+        total = rows[0][1]
+    elif offset == 0:
+        total = 0
+    else:  # past the last page: the window count had no row to ride on
+        total = session.exec(select(func.count()).select_from(Task).where(*filters)).one()
+
+    response.headers["X-Total-Count"] = str(total)
+    links = page_links(request, total=total, limit=limit, offset=offset)
+    if links:
+        response.headers["Link"] = links
+    return [task for task, _ in rows]
+
+
+def sort_order(sort: str | None, order: str | None) -> tuple[str, bool]:
+    """The sort field and whether it is descending; without `sort`, newest first."""
+    if sort is None:
+        return "created_at", order != "asc"
+    field = sort.lstrip("-+ ")
+    sign = sort[0] if sort[0] in "-+ " else None
+    if order is None:
+        return field, sign == "-"
+    if sign is not None and (sign == "-") != (order == "desc"):
+        raise HTTPException(422, f"sort '{sort.strip()}' and order={order} contradict each other")
+    return field, order == "desc"
+
+
+def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
+    def link(rel: str, page_offset: int) -> str:
+        return f'<{request.url.include_query_params(limit=limit, offset=page_offset)}>; rel="{rel}"'
+
+    links = []
+    if offset + limit < total:
+        links.append(link("next", offset + limit))
+    if offset > 0:
+        links.append(link("prev", max(0, min(offset, total) - limit)))
+    if links:
+        links.append(link("first", 0))
+        links.append(link("last", max(0, (total - 1) // limit * limit)))
+    return ", ".join(links)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    summary="Create a task",
+    response_description="The created task; `Location` names its URL",
+)
+def create_task(
+    task_in: TaskCreate, user_id: UserId, session: SessionDep, request: Request, response: Response
+) -> Task:
+    now = utcnow()
+    task = Task(
+        **task_in.model_dump(),
+        user_id=user_id,
+        created_at=now,
+        updated_at=now,
+        completed_at=now if task_in.completed else None,
+    )
+    session.add(task)
+    session.commit()
+    response.headers["Location"] = str(request.url_for("get_task", user_id=user_id, task_id=task.id))
+    return task
+
+
+@router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
+def get_task(task: OwnedTask) -> Task:
+    return task
+
+
+@router.put(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Replace a task",
+    description="Replaces every editable field: a field left out takes its default.",
+    responses=TASK_ERRORS,
+)
+def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, session: SessionDep) -> Task:
+    return update_task(session, user_id, task_id, task_in.model_dump())
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Update some fields of a task",
+    description="Only the fields sent change.",
+    responses=TASK_ERRORS,
+)
+def patch_task(task_id: TaskId, changes: TaskPatch, user_id: UserId, session: SessionDep) -> Task:
+    values = changes.model_dump(exclude_unset=True)
+    if not values:
+        return find_task(session, user_id, task_id)
+    return update_task(session, user_id, task_id, values)
+
+
+COMPLETION_DOC = (
+    'With no body, flips `completed`. With `{"completed": true|false}`, sets it, so a retried '
+    "request is safe. `completed_at` is set when the task becomes completed and cleared when "
+    "it stops being so."
+)
+
+
+@router.patch(
+    "/{task_id}/complete",
+    response_model=TaskPublic,
+    summary="Toggle or set completion",
+    description=COMPLETION_DOC,
+    responses=TASK_ERRORS,
+)
+@router.patch(
+    "/{task_id}/toggle",
+    response_model=TaskPublic,
+    summary="Toggle or set completion (alias of /complete)",
+    description=COMPLETION_DOC,
+    responses=TASK_ERRORS,
+)
+def complete_task(
+    task_id: TaskId,
+    user_id: UserId,
+    session: SessionDep,
+    completion: Annotated[TaskCompletion | None, Body()] = None,
+) -> Task:
+    if completion is not None:
+        return update_task(session, user_id, task_id, {"completed": completion.completed})
+    now = utcnow()
+    toggled = {
+        "completed": not_(Task.completed),
+        "completed_at": case((col(Task.completed), None), else_=literal(now, UTCDateTime)),
+        "updated_at": now,
+    }
+    return update_statement(session, user_id, task_id, toggled)
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a task",
+    responses=TASK_ERRORS,
+)
+def delete_task(task_id: TaskId, user_id: UserId, session: SessionDep) -> None:
+    result = session.exec(delete(Task).where(col(Task.id) == task_id, col(Task.user_id) == user_id))
+    if result.rowcount == 0:
+        raise task_not_found()
+    session.commit()
+
+
+def update_task(session: Session, user_id: str, task_id: int, values: dict[str, Any]) -> Task:
+    """Write validated field values; `completed_at` follows `completed`."""
+    now = utcnow()
+    values["updated_at"] = now
+    if "completed" in values:
+        # Completing an already completed task keeps its original completion time.
+        values["completed_at"] = (
+            func.coalesce(Task.completed_at, literal(now, UTCDateTime)) if values["completed"] else None
+        )
+    return update_statement(session, user_id, task_id, values)
+
+
+def update_statement(session: Session, user_id: str, task_id: int, values: dict[str, Any]) -> Task:
+    """One atomic UPDATE ... RETURNING scoped to the owner: 404 when no row matched."""
+    statement = (
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.user_id) == user_id)
+        .values(**values)
+        .returning(Task)
+        .execution_options(synchronize_session=False)
+    )
+    task = session.exec(statement).scalars().one_or_none()
+    if task is None:
+        raise task_not_found()
+    session.commit()
+    return task

@@ -1,0 +1,173 @@
+"""Every setting of the service, read once from the environment and `.env`."""
+
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger("todo.settings")
+
+MIN_SECRET_LENGTH = 32
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+
+
+def normalize_database_url(url: str) -> str:
+    """Turn the URL forms people paste (Heroku, Neon, psql) into what SQLAlchemy wants."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def load_or_create_dev_secret(path: Path) -> str:
+    """Keep one generated secret per checkout, so restarts and the token command agree."""
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret) >= MIN_SECRET_LENGTH:
+            return secret
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    log.warning(
+        "BETTER_AUTH_SECRET is not set: generated a development secret and saved it in %s. "
+        "Set BETTER_AUTH_SECRET to the frontend's secret to accept its tokens.",
+        path,
+    )
+    return secret
+
+
+def split_list(value: object) -> object:
+    """Accept `a,b` as well as a JSON list for list settings."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    # Database
+    database_url: str = "sqlite:///./todo.db"
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
+    db_pool_timeout: float = Field(10.0, gt=0)
+    # Neon closes idle connections after a few minutes; recycle well before that.
+    db_pool_recycle: int = Field(240, ge=-1)
+    auto_migrate: bool | None = None
+
+    # Tokens
+    better_auth_secret: SecretStr | None = None
+    better_auth_url: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256", *ASYMMETRIC_ALGORITHMS]
+    jwt_subject_claims: Annotated[list[str], NoDecode] = ["sub", "id", "user_id", "userId"]
+    jwt_leeway_seconds: int = Field(30, ge=0, le=600)
+    jwks_cache_seconds: int = Field(600, ge=1)
+    jwks_refetch_cooldown_seconds: float = Field(5.0, ge=0)
+    jwks_timeout_seconds: float = Field(3.0, gt=0)
+    dev_secret_file: Path = Path(".dev-secret")
+
+    # The service's own accounts
+    accounts_enabled: bool = True
+    access_token_minutes: int = Field(60, ge=1, le=60 * 24 * 30)
+    password_hash_time_cost: int = Field(3, ge=1)
+    password_hash_memory_kib: int = Field(65536, ge=1024)
+    revocation_refresh_seconds: float = Field(2.0, ge=0, le=5)
+    login_max_failures_per_email: int = Field(5, ge=1)
+    login_max_failures_per_client: int = Field(20, ge=1)
+    login_failure_window_seconds: int = Field(900, ge=1)
+
+    # HTTP
+    cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+
+    @field_validator("jwt_algorithms", "jwt_subject_claims", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"HS256", *ASYMMETRIC_ALGORITHMS}
+        unknown = [alg for alg in value if alg not in allowed]
+        if unknown:
+            raise ValueError(f"unsupported JWT algorithms {unknown}; choose from {sorted(allowed)}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("better_auth_url", "jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("better_auth_url", "jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> "Settings":
+        secret = self.better_auth_secret.get_secret_value() if self.better_auth_secret else ""
+        if self.environment == "production":
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    "ENVIRONMENT=production needs BETTER_AUTH_SECRET of at least "
+                    f"{MIN_SECRET_LENGTH} characters (generate one with: openssl rand -base64 32)"
+                )
+        elif not secret:
+            secret = load_or_create_dev_secret(self.dev_secret_file)
+            object.__setattr__(self, "better_auth_secret", SecretStr(secret))
+        return self
+
+    @property
+    def secret(self) -> str:
+        assert self.better_auth_secret is not None
+        return self.better_auth_secret.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def migrate_on_startup(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.environment != "production"
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.jwt_jwks_url:
+            return self.jwt_jwks_url
+        if self.better_auth_url:
+            return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
+        return None
+
+    @property
+    def jwks_issuer(self) -> str | None:
+        """Issuer expected of JWKS-signed tokens: Better Auth uses its base URL."""
+        return self.jwt_issuer or self.better_auth_url
+
+    @property
+    def jwks_audience(self) -> str | None:
+        return self.jwt_audience or self.better_auth_url

@@ -1,0 +1,175 @@
+"""Fixtures that build real apps on real databases: SQLite always, PostgreSQL when asked."""
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+TEST_SECRET = "test-secret-" + "x" * 40
+# The module-level app in main.py reads the environment at import; keep it off any local .env.
+os.environ["BETTER_AUTH_SECRET"] = TEST_SECRET
+os.environ["ENVIRONMENT"] = "test"
+os.environ["DATABASE_URL"] = "sqlite://"
+
+from db import make_engine, migrate  # noqa: E402
+from main import create_app  # noqa: E402
+from settings import Settings  # noqa: E402
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
+TABLES = ("task", "revoked_token", "users")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("CI") and not TEST_DATABASE_URL:
+        raise pytest.UsageError("CI must set TEST_DATABASE_URL: the PostgreSQL leg is not optional there")
+
+
+def base_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "better_auth_secret": TEST_SECRET,
+        "environment": "test",
+        "auto_migrate": False,
+        # Cheap hashes keep the suite fast; production uses the Argon2 defaults.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    assert TEST_DATABASE_URL is not None
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases for this run and drops them all afterwards."""
+    server = make_url(Settings(_env_file=None, database_url=postgres_server_url).database_url)  # type: ignore[call-arg]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        admin.connect().close()
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at TEST_DATABASE_URL is not reachable: {exc}")
+    created: list[str] = []
+
+    def new() -> str:
+        name = f"todo_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return server.set(database=name).render_as_string(hide_password=False)
+
+    yield new
+    with admin.connect() as connection:
+        for name in created:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Any, backend: str) -> str:
+    """A database with no schema at all, on the current backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/empty.db"
+    return request.getfixturevalue("new_postgres_database")()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest, backend: str, tmp_path_factory: Any) -> str:
+    """One migrated database per backend for the run; tests empty its tables before use."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/todo.db"
+    else:
+        url = request.getfixturevalue("new_postgres_database")()
+    engine = make_engine(base_settings(url))
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def cleaner(database_url: str) -> Iterator[Callable[[], None]]:
+    engine = make_engine(base_settings(database_url))
+
+    def clean() -> None:
+        with engine.begin() as connection:
+            for table in TABLES:
+                connection.execute(text(f"DELETE FROM {table}"))
+
+    yield clean
+    engine.dispose()
+
+
+@pytest.fixture
+def make_settings(database_url: str, cleaner: Callable[[], None]) -> Callable[..., Settings]:
+    cleaner()
+    return lambda **overrides: base_settings(database_url, **overrides)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., TestClient]]:
+    """Start real apps (lifespan included); each is shut down at the end of the test."""
+    clients: list[TestClient] = []
+
+    def make(settings: Settings, **kwargs: Any) -> TestClient:
+        client = TestClient(create_app(settings), **kwargs)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
+    return make_client(settings)
+
+
+def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 900, **headers: Any) -> str:
+    """An HS256 token as a frontend's shared-secret route would mint it."""
+    now = int(time.time())
+    payload = {"iat": now, "exp": now + lifetime, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256", headers=headers or None)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth() -> Callable[[str], dict[str, str]]:
+    """Headers carrying a valid token for a user id."""
+    return lambda user_id: bearer(sign({"sub": user_id}))
+
+
+@pytest.fixture
+def alice(auth: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return auth("alice")
+
+
+@pytest.fixture
+def bob(auth: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return auth("bob")

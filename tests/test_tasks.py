@@ -1,0 +1,498 @@
+"""The task API through HTTP: create, read, list, replace, patch, complete, delete."""
+
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+TASKS = "/api/alice/tasks"
+
+
+def create(client: TestClient, headers: dict[str, str], user: str = "alice", **fields: object) -> dict:
+    response = client.post(f"/api/{user}/tasks", json={"title": "a task", **fields}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() is not None, f"{value} has no offset"
+    return parsed
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def test_create_returns_201_with_the_task_and_location(client: TestClient, alice: dict) -> None:
+    response = client.post(TASKS, json={"title": "Buy milk", "description": "2 litres"}, headers=alice)
+    assert response.status_code == 201
+    task = response.json()
+    assert task["title"] == "Buy milk"
+    assert task["description"] == "2 litres"
+    assert task["completed"] is False
+    assert task["completed_at"] is None
+    assert task["user_id"] == "alice"
+    assert isinstance(task["id"], int)
+    assert response.headers["Location"].endswith(f"/api/alice/tasks/{task['id']}")
+    assert client.get(response.headers["Location"], headers=alice).json() == task
+
+
+def test_created_timestamps_are_utc_with_offset(client: TestClient, alice: dict) -> None:
+    task = create(client, alice)
+    created = parse_time(task["created_at"])
+    assert created.utcoffset().total_seconds() == 0
+    assert parse_time(task["updated_at"]) == created
+
+
+def test_create_trims_the_title(client: TestClient, alice: dict) -> None:
+    assert create(client, alice, title="  Walk the dog \n")["title"] == "Walk the dog"
+
+
+def test_create_completed_sets_completed_at(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, completed=True)
+    assert task["completed"] is True
+    assert parse_time(task["completed_at"]) == parse_time(task["created_at"])
+
+
+def test_create_ignores_read_only_fields(client: TestClient, alice: dict) -> None:
+    sent = {
+        "title": "echoed back",
+        "id": 999_999,
+        "user_id": "mallory",
+        "created_at": "2000-01-01T00:00:00Z",
+        "updated_at": "2000-01-01T00:00:00Z",
+        "completed_at": "2000-01-01T00:00:00Z",
+    }
+    task = client.post(TASKS, json=sent, headers=alice).json()
+    assert task["id"] != 999_999
+    assert task["user_id"] == "alice"
+    assert not task["created_at"].startswith("2000")
+    assert task["completed_at"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"title": ""},
+        {"title": "   "},
+        {"title": "x" * 201},
+        {"title": 42},
+        {"title": None},
+        {"title": ["a"]},
+        {"title": "ok", "description": "x" * 1001},
+        {"title": "ok", "completed": "maybe"},
+        {"title": "ok", "priority": "high"},
+        {"title": "nul \u0000 inside"},
+        {"title": "ok", "description": "nul \u0000 inside"},
+    ],
+    ids=[
+        "missing-title",
+        "empty-title",
+        "blank-title",
+        "long-title",
+        "number-title",
+        "null-title",
+        "list-title",
+        "long-description",
+        "non-bool-completed",
+        "unknown-field",
+        "nul-in-title",
+        "nul-in-description",
+    ],
+)
+def test_invalid_create_is_422_and_stores_nothing(client: TestClient, alice: dict, body: dict) -> None:
+    response = client.post(TASKS, json=body, headers=alice)
+    assert response.status_code == 422
+    assert "detail" in response.json()
+    assert client.get(TASKS, headers=alice).json() == []
+
+
+def test_lone_surrogate_is_422(client: TestClient, alice: dict) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    response = client.post(TASKS, content=b'{"title": "bad \\ud800 text"}', headers=headers)
+    assert response.status_code == 422
+    assert client.get(TASKS, headers=alice).json() == []
+
+
+def test_malformed_json_is_422(client: TestClient, alice: dict) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    response = client.post(TASKS, content=b'{"title": ', headers=headers)
+    assert response.status_code == 422
+
+
+def test_title_at_the_limits_is_accepted(client: TestClient, alice: dict) -> None:
+    assert create(client, alice, title="x")["title"] == "x"
+    assert create(client, alice, title="é" * 200, description="d" * 1000)["title"] == "é" * 200
+
+
+def test_unicode_text_round_trips(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="Ünïcødé ✓ 🚀 中文", description="line1\nline2\ttab")
+    again = client.get(f"{TASKS}/{task['id']}", headers=alice).json()
+    assert again["title"] == "Ünïcødé ✓ 🚀 中文"
+    assert again["description"] == "line1\nline2\ttab"
+
+
+# --- read -------------------------------------------------------------------------------------
+
+
+def test_get_one_task(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="read me")
+    response = client.get(f"{TASKS}/{task['id']}", headers=alice)
+    assert response.status_code == 200
+    assert response.json() == task
+
+
+def test_missing_task_is_404(client: TestClient, alice: dict) -> None:
+    response = client.get(f"{TASKS}/123456", headers=alice)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Task not found"}
+
+
+@pytest.mark.parametrize("task_id", ["abc", "1.5", "0", "-3", str(2**64)])
+def test_bad_task_id_is_422(client: TestClient, alice: dict, task_id: str) -> None:
+    assert client.get(f"{TASKS}/{task_id}", headers=alice).status_code == 422
+
+
+def test_largest_task_id_is_a_plain_404(client: TestClient, alice: dict) -> None:
+    assert client.get(f"{TASKS}/{2**63 - 1}", headers=alice).status_code == 404
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def test_list_is_newest_first_by_default(client: TestClient, alice: dict) -> None:
+    ids = [create(client, alice, title=f"t{i}")["id"] for i in range(3)]
+    response = client.get(TASKS, headers=alice)
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()] == ids[::-1]
+    assert response.headers["X-Total-Count"] == "3"
+    assert "Link" not in response.headers
+
+
+def test_empty_list(client: TestClient, alice: dict) -> None:
+    response = client.get(TASKS, headers=alice)
+    assert response.json() == []
+    assert response.headers["X-Total-Count"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=all", {"open", "done"}),
+        ("status=pending", {"open"}),
+        ("status=completed", {"done"}),
+        ("completed=true", {"done"}),
+        ("completed=false", {"open"}),
+        ("status=completed&completed=true", {"done"}),
+    ],
+)
+def test_status_filters(client: TestClient, alice: dict, query: str, expected: set[str]) -> None:
+    create(client, alice, title="open")
+    create(client, alice, title="done", completed=True)
+    response = client.get(f"{TASKS}?{query}", headers=alice)
+    assert {t["title"] for t in response.json()} == expected
+    assert response.headers["X-Total-Count"] == str(len(expected))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "status=done",
+        "completed=perhaps",
+        "status=pending&completed=true",
+        "sort=priority",
+        "sort=id",
+        "order=up",
+        "sort=-title&order=asc",
+        "sort=%2Btitle&order=desc",
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "offset=-1",
+        f"offset={2**40}",
+    ],
+)
+def test_bad_list_query_is_422(client: TestClient, alice: dict, query: str) -> None:
+    response = client.get(f"{TASKS}?{query}", headers=alice)
+    assert response.status_code == 422
+    assert "detail" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "titles"),
+    [
+        ("sort=title", ["apple", "banana", "cherry"]),
+        ("sort=title&order=asc", ["apple", "banana", "cherry"]),
+        ("sort=title&order=desc", ["cherry", "banana", "apple"]),
+        ("sort=-title", ["cherry", "banana", "apple"]),
+        ("sort=created_at", ["banana", "cherry", "apple"]),
+        ("sort=created", ["banana", "cherry", "apple"]),
+        ("sort=%2Bcreated_at", ["banana", "cherry", "apple"]),
+        ("sort=-created_at", ["apple", "cherry", "banana"]),
+        ("sort=created_at&order=desc", ["apple", "cherry", "banana"]),
+        ("order=asc", ["banana", "cherry", "apple"]),
+        ("", ["apple", "cherry", "banana"]),
+    ],
+)
+def test_sorting(client: TestClient, alice: dict, query: str, titles: list[str]) -> None:
+    for title in ("banana", "cherry", "apple"):
+        create(client, alice, title=title)
+    assert [t["title"] for t in client.get(f"{TASKS}?{query}", headers=alice).json()] == titles
+
+
+def test_sort_by_updated(client: TestClient, alice: dict) -> None:
+    first, second = create(client, alice, title="first"), create(client, alice, title="second")
+    client.patch(f"{TASKS}/{first['id']}", json={"description": "touched"}, headers=alice)
+    for query in ("sort=-updated_at", "sort=updated&order=desc"):
+        titles = [t["title"] for t in client.get(f"{TASKS}?{query}", headers=alice).json()]
+        assert titles == ["first", "second"]
+    assert [t["id"] for t in client.get(f"{TASKS}?sort=updated_at", headers=alice).json()] == [
+        second["id"],
+        first["id"],
+    ]
+
+
+def test_ties_are_broken_by_id(client: TestClient, alice: dict) -> None:
+    ids = [create(client, alice, title="same")["id"] for _ in range(4)]
+    assert [t["id"] for t in client.get(f"{TASKS}?sort=title", headers=alice).json()] == ids
+    assert [t["id"] for t in client.get(f"{TASKS}?sort=-title", headers=alice).json()] == ids[::-1]
+
+
+def test_pagination_walks_every_task_once(client: TestClient, alice: dict) -> None:
+    ids = [create(client, alice, title=f"t{i:02}")["id"] for i in range(7)]
+    seen: list[int] = []
+    url: str | None = f"{TASKS}?limit=3"
+    pages = 0
+    while url:
+        response = client.get(url, headers=alice)
+        assert response.headers["X-Total-Count"] == "7"
+        seen += [t["id"] for t in response.json()]
+        url = response.links.get("next", {}).get("url")
+        pages += 1
+    assert pages == 3
+    assert seen == ids[::-1]
+
+
+def test_link_header_has_prev_and_next(client: TestClient, alice: dict) -> None:
+    for i in range(5):
+        create(client, alice, title=f"t{i}")
+    response = client.get(f"{TASKS}?limit=2&offset=2&status=all", headers=alice)
+    links = response.links
+    assert "offset=4" in links["next"]["url"] and "limit=2" in links["next"]["url"]
+    assert "offset=0" in links["prev"]["url"]
+    assert "status=all" in links["next"]["url"]
+    assert "offset=4" in links["last"]["url"]
+    first_page = client.get(f"{TASKS}?limit=2", headers=alice)
+    assert "prev" not in first_page.links and "next" in first_page.links
+    last_page = client.get(f"{TASKS}?limit=2&offset=4", headers=alice)
+    assert "next" not in last_page.links and "prev" in last_page.links
+
+
+def test_offset_past_the_end_still_counts(client: TestClient, alice: dict) -> None:
+    for i in range(3):
+        create(client, alice, title=f"t{i}")
+    response = client.get(f"{TASKS}?offset=10", headers=alice)
+    assert response.json() == []
+    assert response.headers["X-Total-Count"] == "3"
+    assert "next" not in response.links
+
+
+def test_limit_defaults_to_100_and_caps_at_500(client: TestClient, alice: dict) -> None:
+    for i in range(101):
+        create(client, alice, title=f"t{i}")
+    assert len(client.get(TASKS, headers=alice).json()) == 100
+    assert len(client.get(f"{TASKS}?limit=500", headers=alice).json()) == 101
+
+
+# --- replace (PUT) and patch ----------------------------------------------------------------------
+
+
+def test_put_replaces_every_editable_field(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="old", description="old text", completed=True)
+    response = client.put(f"{TASKS}/{task['id']}", json={"title": "new"}, headers=alice)
+    assert response.status_code == 200
+    replaced = response.json()
+    assert replaced["title"] == "new"
+    assert replaced["description"] is None
+    assert replaced["completed"] is False
+    assert replaced["completed_at"] is None
+    assert replaced["created_at"] == task["created_at"]
+    assert parse_time(replaced["updated_at"]) > parse_time(task["updated_at"])
+
+
+def test_put_requires_a_title(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="keep")
+    response = client.put(f"{TASKS}/{task['id']}", json={"description": "no title"}, headers=alice)
+    assert response.status_code == 422
+    assert client.get(f"{TASKS}/{task['id']}", headers=alice).json() == task
+
+
+def test_put_accepts_the_object_it_returned(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="round trip")
+    edited = {**task, "title": "edited", "completed": True}
+    response = client.put(f"{TASKS}/{task['id']}", json=edited, headers=alice)
+    assert response.status_code == 200
+    assert response.json()["title"] == "edited"
+    assert response.json()["completed_at"] is not None
+
+
+def test_patch_changes_only_the_fields_sent(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, title="title", description="description")
+    response = client.patch(f"{TASKS}/{task['id']}", json={"description": "changed"}, headers=alice)
+    assert response.status_code == 200
+    patched = response.json()
+    assert patched["title"] == "title"
+    assert patched["description"] == "changed"
+    assert patched["completed"] is False
+    assert parse_time(patched["updated_at"]) > parse_time(task["updated_at"])
+
+
+def test_patch_can_clear_the_description(client: TestClient, alice: dict) -> None:
+    task = create(client, alice, description="something")
+    patched = client.patch(f"{TASKS}/{task['id']}", json={"description": None}, headers=alice).json()
+    assert patched["description"] is None
+
+
+def test_patch_completed_sets_and_clears_completed_at(client: TestClient, alice: dict) -> None:
+    task = create(client, alice)
+    done = client.patch(f"{TASKS}/{task['id']}", json={"completed": True}, headers=alice).json()
+    assert done["completed"] is True and done["completed_at"] is not None
+    again = client.patch(f"{TASKS}/{task['id']}", json={"completed": True}, headers=alice).json()
+    assert again["completed_at"] == done["completed_at"]
+    undone = client.patch(f"{TASKS}/{task['id']}", json={"completed": False}, headers=alice).json()
+    assert undone["completed"] is False and undone["completed_at"] is None
+
+
+def test_empty_patch_changes_nothing(client: TestClient, alice: dict) -> None:
+    task = create(client, alice)
+    response = client.patch(f"{TASKS}/{task['id']}", json={}, headers=alice)
+    assert response.status_code == 200
+    assert response.json() == task
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"title": None}, {"title": " "}, {"completed": None}, {"colour": "red"}, {"description": 5}],
+)
+def test_invalid_patch_is_422_and_changes_nothing(client: TestClient, alice: dict, body: dict) -> None:
+    task = create(client, alice)
+    assert client.patch(f"{TASKS}/{task['id']}", json=body, headers=alice).status_code == 422
+    assert client.get(f"{TASKS}/{task['id']}", headers=alice).json() == task
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_updating_a_missing_task_is_404(client: TestClient, alice: dict, method: str) -> None:
+    response = client.request(method, f"{TASKS}/424242", json={"title": "x"}, headers=alice)
+    assert response.status_code == 404
+
+
+# --- complete / toggle --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["complete", "toggle"])
+def test_no_body_flips_completed(client: TestClient, alice: dict, action: str) -> None:
+    task = create(client, alice)
+    url = f"{TASKS}/{task['id']}/{action}"
+    done = client.patch(url, headers=alice)
+    assert done.status_code == 200
+    assert done.json()["completed"] is True
+    assert done.json()["completed_at"] is not None
+    undone = client.patch(url, headers=alice).json()
+    assert undone["completed"] is False
+    assert undone["completed_at"] is None
+
+
+@pytest.mark.parametrize("action", ["complete", "toggle"])
+def test_body_sets_completed_so_retries_are_safe(client: TestClient, alice: dict, action: str) -> None:
+    task = create(client, alice)
+    url = f"{TASKS}/{task['id']}/{action}"
+    first = client.patch(url, json={"completed": True}, headers=alice).json()
+    retried = client.patch(url, json={"completed": True}, headers=alice).json()
+    assert first["completed"] is retried["completed"] is True
+    assert retried["completed_at"] == first["completed_at"]
+    cleared = client.patch(url, json={"completed": False}, headers=alice).json()
+    assert cleared["completed"] is False and cleared["completed_at"] is None
+    assert client.patch(url, json={"completed": False}, headers=alice).json()["completed"] is False
+
+
+@pytest.mark.parametrize("body", [{"completed": "soon"}, {"completed": None}, {"done": True}, {}])
+def test_bad_completion_body_is_422(client: TestClient, alice: dict, body: dict) -> None:
+    task = create(client, alice)
+    response = client.patch(f"{TASKS}/{task['id']}/complete", json=body, headers=alice)
+    assert response.status_code == 422
+    assert client.get(f"{TASKS}/{task['id']}", headers=alice).json()["completed"] is False
+
+
+def test_toggling_a_missing_task_is_404(client: TestClient, alice: dict) -> None:
+    assert client.patch(f"{TASKS}/99999/toggle", headers=alice).status_code == 404
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def test_delete_is_204_then_404(client: TestClient, alice: dict) -> None:
+    task = create(client, alice)
+    response = client.delete(f"{TASKS}/{task['id']}", headers=alice)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert client.get(f"{TASKS}/{task['id']}", headers=alice).status_code == 404
+    assert client.delete(f"{TASKS}/{task['id']}", headers=alice).status_code == 404
+
+
+def test_delete_leaves_other_tasks(client: TestClient, alice: dict) -> None:
+    keep, drop = create(client, alice, title="keep"), create(client, alice, title="drop")
+    client.delete(f"{TASKS}/{drop['id']}", headers=alice)
+    assert [t["id"] for t in client.get(TASKS, headers=alice).json()] == [keep["id"]]
+
+
+# --- isolation between users ------------------------------------------------------------------
+
+
+def test_users_see_only_their_own_tasks(client: TestClient, alice: dict, bob: dict) -> None:
+    create(client, alice, title="alice's")
+    create(client, bob, user="bob", title="bob's")
+    assert [t["title"] for t in client.get("/api/alice/tasks", headers=alice).json()] == ["alice's"]
+    assert [t["title"] for t in client.get("/api/bob/tasks", headers=bob).json()] == ["bob's"]
+    assert client.get("/api/bob/tasks", headers=bob).headers["X-Total-Count"] == "1"
+
+
+@pytest.mark.parametrize(("owner", "intruder"), [("alice", "bob"), ("bob", "alice")])
+def test_another_users_task_is_404_for_every_route(
+    client: TestClient, auth, owner: str, intruder: str
+) -> None:
+    task = create(client, auth(owner), user=owner, title="private")
+    base = f"/api/{intruder}/tasks/{task['id']}"
+    headers = auth(intruder)
+    assert client.get(base, headers=headers).status_code == 404
+    assert client.put(base, json={"title": "stolen"}, headers=headers).status_code == 404
+    assert client.patch(base, json={"title": "stolen"}, headers=headers).status_code == 404
+    assert client.patch(f"{base}/complete", headers=headers).status_code == 404
+    assert client.patch(f"{base}/toggle", json={"completed": True}, headers=headers).status_code == 404
+    assert client.delete(base, headers=headers).status_code == 404
+    assert client.get(f"/api/{owner}/tasks/{task['id']}", headers=auth(owner)).json() == task
+
+
+@pytest.mark.parametrize(("owner", "intruder"), [("alice", "bob"), ("bob", "alice")])
+def test_another_users_path_is_403(client: TestClient, auth, owner: str, intruder: str) -> None:
+    task = create(client, auth(owner), user=owner)
+    headers = auth(intruder)
+    for method, url in [
+        ("GET", f"/api/{owner}/tasks"),
+        ("POST", f"/api/{owner}/tasks"),
+        ("GET", f"/api/{owner}/tasks/{task['id']}"),
+        ("PUT", f"/api/{owner}/tasks/{task['id']}"),
+        ("PATCH", f"/api/{owner}/tasks/{task['id']}"),
+        ("PATCH", f"/api/{owner}/tasks/{task['id']}/toggle"),
+        ("DELETE", f"/api/{owner}/tasks/{task['id']}"),
+    ]:
+        response = client.request(method, url, json={"title": "x"}, headers=headers)
+        assert response.status_code == 403, (method, url)
+        assert response.json() == {"detail": "You may only reach your own tasks"}
+    assert client.get(f"/api/{owner}/tasks/{task['id']}", headers=auth(owner)).json() == task
+
+
+def test_user_ids_are_compared_exactly(client: TestClient, auth) -> None:
+    create(client, auth("Alice"), user="Alice")
+    assert client.get("/api/alice/tasks", headers=auth("Alice")).status_code == 403
+    assert client.get("/api/alice/tasks", headers=auth("alice")).json() == []
