@@ -1,16 +1,20 @@
 """Who is asking and whether they may: the bearer token, its user, the path-user check."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Path, Request, status
 from sqlmodel import Session, select
 
 from db import SessionDep
-from models import ID_MAX, Task
+from models import ID_MAX, ErrorDetail, Task
 from security import AuthError, KeysUnavailable, Principal, TokenVerifier
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
+TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "Missing, malformed, expired or revoked token"},
+    503: {"model": ErrorDetail, "description": "The token issuer's keys cannot be fetched; see Retry-After"},
+}
 
 
 def unauthorized(detail: str) -> HTTPException:

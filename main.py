@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
         app.include_router(auth.router)
+        app.include_router(auth.session_router, dependencies=schemes)
 
     app.include_router(health.router)
     app.include_router(tasks.router, dependencies=schemes)

@@ -19,6 +19,7 @@ import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from models import RevokedToken
@@ -231,6 +232,8 @@ class TokenVerifier:
             raise AuthError("Token audience is not accepted") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"Token has no '{exc.claim}' claim") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthError("Token has no usable subject") from None
         except jwt.InvalidSignatureError:
             raise AuthError("Token signature is invalid") from None
         except jwt.PyJWTError:
@@ -315,9 +318,11 @@ class RevocationList:
 
     def revoke(self, session: Session, jti: str, expires_at: datetime) -> None:
         """Store the revocation (idempotent) and apply it here at once."""
-        if session.get(RevokedToken, jti) is None:
-            session.add(RevokedToken(jti=jti, expires_at=expires_at))
+        session.add(RevokedToken(jti=jti, expires_at=expires_at))
+        try:
             session.commit()
+        except IntegrityError:  # already revoked (a retried or concurrent logout)
+            session.rollback()
         with self._lock:
             self._revoked = self._revoked | {jti}
 

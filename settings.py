@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256", *ASYMMETRIC_ALGORITHMS]
     jwt_subject_claims: Annotated[list[str], NoDecode] = ["sub", "id", "user_id", "userId"]
     jwt_leeway_seconds: int = Field(30, ge=0, le=600)
-    jwks_cache_seconds: int = Field(600, ge=1)
+    jwks_cache_seconds: int = Field(600, ge=0)
     jwks_refetch_cooldown_seconds: float = Field(5.0, ge=0)
     jwks_timeout_seconds: float = Field(3.0, gt=0)
     dev_secret_file: Path = Path(".dev-secret")

@@ -3,18 +3,20 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from db import SessionDep
-from dependencies import UNAUTHORIZED_HEADERS, CurrentPrincipal
+from dependencies import TOKEN_ERRORS, UNAUTHORIZED_HEADERS, CurrentPrincipal
 from models import ErrorDetail, TokenResponse, User, UserLogin, UserPublic, UserRegister
 from security import mint_token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+# /me and /logout take a bearer token; main.py attaches the documented security schemes.
+session_router = APIRouter(prefix="/auth", tags=["auth"], responses=TOKEN_ERRORS)
 
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -123,14 +125,11 @@ def login(
     return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
 
 
-@router.get(
+@session_router.get(
     "/me",
     response_model=UserPublic,
     summary="The account behind the token",
-    responses={
-        401: {"model": ErrorDetail, "description": "Missing, invalid or revoked token"},
-        404: {"model": ErrorDetail, "description": "The token's subject has no account here"},
-    },
+    responses={404: {"model": ErrorDetail, "description": "The token's subject has no account here"}},
 )
 def me(principal: CurrentPrincipal, session: SessionDep) -> User:
     user = session.get(User, principal.user_id)
@@ -139,14 +138,12 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> User:
     return user
 
 
-@router.post(
+@session_router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     summary="Revoke the presented token",
-    responses={
-        400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"},
-        401: {"model": ErrorDetail, "description": "Missing, invalid or revoked token"},
-    },
+    responses={400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"}},
 )
 def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -> None:
     if principal.jti is None:

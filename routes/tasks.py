@@ -7,7 +7,7 @@ from sqlalchemy import ColumnElement, case, delete, func, literal, not_, update
 from sqlmodel import Session, col, select
 
 from db import SessionDep
-from dependencies import OwnedTask, TaskId, UserId, find_task, task_not_found
+from dependencies import TOKEN_ERRORS, OwnedTask, TaskId, UserId, find_task, task_not_found
 from models import (
     ErrorDetail,
     Task,
@@ -21,7 +21,7 @@ from models import (
 )
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorDetail, "description": "Missing, malformed, expired or revoked token"},
+    **TOKEN_ERRORS,
     403: {"model": ErrorDetail, "description": "The path user is not the token's subject"},
 }
 TASK_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -229,6 +229,7 @@ def complete_task(
 @router.delete(
     "/{task_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
     summary="Delete a task",
     responses=TASK_ERRORS,
 )

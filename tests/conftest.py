@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-TEST_SECRET = "test-secret-" + "x" * 40
+TEST_SECRET = "test-secret-" + "x" * 60
 # The module-level app in main.py reads the environment at import; keep it off any local .env.
 os.environ["BETTER_AUTH_SECRET"] = TEST_SECRET
 os.environ["ENVIRONMENT"] = "test"

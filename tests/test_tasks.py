@@ -436,6 +436,7 @@ def test_delete_is_204_then_404(client: TestClient, alice: dict) -> None:
     response = client.delete(f"{TASKS}/{task['id']}", headers=alice)
     assert response.status_code == 204
     assert response.content == b""
+    assert "content-type" not in response.headers
     assert client.get(f"{TASKS}/{task['id']}", headers=alice).status_code == 404
     assert client.delete(f"{TASKS}/{task['id']}", headers=alice).status_code == 404
 

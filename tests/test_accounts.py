@@ -1,0 +1,328 @@
+"""The service's own accounts: register, log in, me, log out, throttling, and Swagger's ways in."""
+
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import bearer, sign
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from db import make_engine
+from settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+def register(client: TestClient, email: str = "ada@example.com", password: str = PASSWORD) -> dict:
+    response = client.post("/auth/register", json={"email": email, "password": password, "name": "Ada"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def login(client: TestClient, email: str = "ada@example.com", password: str = PASSWORD) -> dict:
+    response = client.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stored_hash(settings: Settings, email: str) -> str:
+    engine = make_engine(settings)
+    with engine.connect() as connection:
+        value = connection.execute(text("SELECT password_hash FROM users WHERE email = :e"), {"e": email})
+        result = value.scalar_one()
+    engine.dispose()
+    return result
+
+
+# --- register ---------------------------------------------------------------------------------
+
+
+def test_register_returns_the_public_user(client: TestClient) -> None:
+    user = register(client, email="  Ada@Example.COM ")
+    assert user["email"] == "ada@example.com"
+    assert user["name"] == "Ada"
+    assert len(user["id"]) == 32
+    assert set(user) == {"id", "email", "name", "created_at"}
+
+
+def test_password_is_stored_as_an_argon2_hash(client: TestClient, settings: Settings) -> None:
+    register(client)
+    hashed = stored_hash(settings, "ada@example.com")
+    assert hashed.startswith("$argon2id$")
+    assert PASSWORD not in hashed
+
+
+def test_emails_are_unique_ignoring_case(client: TestClient) -> None:
+    register(client, email="ada@example.com")
+    response = client.post(
+        "/auth/register", json={"email": "ADA@example.com", "password": PASSWORD, "name": "Other"}
+    )
+    assert response.status_code == 409
+    assert "already" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "ada@example.com", "password": "short77", "name": "Ada"},
+        {"email": "ada@example.com", "password": "x" * 129, "name": "Ada"},
+        {"email": "not-an-email", "password": PASSWORD, "name": "Ada"},
+        {"email": "ada@localhost", "password": PASSWORD, "name": "Ada"},
+        {"email": "ada@example.com", "password": PASSWORD, "name": ""},
+        {"email": "ada@example.com", "password": PASSWORD},
+        {"email": "ada@example.com", "password": PASSWORD, "name": "Ada", "role": "admin"},
+        {"email": "ada@example.com", "password": "nul\u0000password", "name": "Ada"},
+    ],
+    ids=["short", "long", "no-at", "no-dot", "blank-name", "no-name", "extra-field", "nul"],
+)
+def test_invalid_registration_is_422(client: TestClient, body: dict) -> None:
+    assert client.post("/auth/register", json=body).status_code == 422
+    assert (
+        client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code == 401
+    )
+
+
+@pytest.mark.parametrize("length", [8, 128])
+def test_password_length_limits_are_inclusive(client: TestClient, length: int) -> None:
+    register(client, password="p" * length)
+    assert login(client, password="p" * length)["user"]["email"] == "ada@example.com"
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+def test_login_by_json_returns_a_working_token(client: TestClient, settings: Settings) -> None:
+    user = register(client)
+    result = login(client, email="ADA@example.com")
+    assert result["token_type"] == "bearer"
+    assert result["expires_in"] == settings.access_token_minutes * 60
+    assert result["user"] == user
+    headers = bearer(result["access_token"])
+    created = client.post(f"/api/{user['id']}/tasks", json={"title": "mine"}, headers=headers)
+    assert created.status_code == 201
+    assert client.get(f"/api/{user['id']}/tasks", headers=headers).json()[0]["title"] == "mine"
+
+
+def test_login_by_oauth2_form(client: TestClient) -> None:
+    user = register(client)
+    form = {"grant_type": "password", "username": "ada@example.com", "password": PASSWORD}
+    response = client.post("/auth/login", data=form)
+    assert response.status_code == 200
+    assert client.get("/auth/me", headers=bearer(response.json()["access_token"])).json() == user
+
+
+def test_own_tokens_carry_jti_issuer_and_audience(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    import jwt
+
+    settings = make_settings(jwt_issuer="https://todo.example", jwt_audience="todo", access_token_minutes=5)
+    client = make_client(settings)
+    register(client)
+    result = login(client)
+    claims = jwt.decode(
+        result["access_token"],
+        settings.secret,
+        algorithms=["HS256"],
+        audience="todo",
+        issuer="https://todo.example",
+    )
+    assert claims["sub"] == result["user"]["id"]
+    assert claims["jti"]
+    assert claims["exp"] - claims["iat"] == 300 == result["expires_in"]
+    assert client.get("/auth/me", headers=bearer(result["access_token"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [("ada@example.com", "wrong password"), ("nobody@example.com", PASSWORD), ("nobody", PASSWORD)],
+    ids=["wrong-password", "unknown-email", "not-an-email"],
+)
+def test_bad_credentials_give_the_same_401(client: TestClient, email: str, password: str) -> None:
+    register(client)
+    response = client.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Incorrect email or password"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"{", "application/json"),
+        (b'{"email": "a@b.io"}', "application/json"),
+        (b"[]", "application/json"),
+        (b"username=a%40b.io", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_malformed_login_is_422(client: TestClient, content: bytes, content_type: str) -> None:
+    response = client.post("/auth/login", content=content, headers={"Content-Type": content_type})
+    assert response.status_code == 422
+    assert "detail" in response.json()
+
+
+def test_login_rehashes_when_parameters_change(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    old = make_settings(password_hash_memory_kib=1024)
+    register(make_client(old))
+    assert "m=1024," in stored_hash(old, "ada@example.com")
+    new = make_settings(password_hash_memory_kib=2048)
+    login(make_client(new))
+    assert "m=2048," in stored_hash(new, "ada@example.com")
+    login(make_client(new))
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+def test_repeated_failures_for_one_email_are_throttled(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(login_max_failures_per_email=3, login_max_failures_per_client=100))
+    register(client)
+    register(client, email="other@example.com")
+    wrong = {"email": "ada@example.com", "password": "wrong password"}
+    assert [client.post("/auth/login", json=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    blocked = client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert blocked.status_code == 429
+    assert 0 < int(blocked.headers["Retry-After"]) <= 900
+    assert login(client, email="other@example.com")["user"]["email"] == "other@example.com"
+
+
+def test_repeated_failures_from_one_client_are_throttled(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(login_max_failures_per_email=100, login_max_failures_per_client=3))
+    register(client)
+    for i in range(3):
+        client.post("/auth/login", json={"email": f"guess{i}@example.com", "password": "x"})
+    response = client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
+
+
+def test_a_successful_login_clears_the_email_failures(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(login_max_failures_per_email=3, login_max_failures_per_client=100))
+    register(client)
+    wrong = {"email": "ada@example.com", "password": "wrong password"}
+    for _ in range(2):
+        client.post("/auth/login", json=wrong)
+    login(client)
+    for _ in range(2):
+        assert client.post("/auth/login", json=wrong).status_code == 401
+    login(client)
+
+
+# --- me and logout ----------------------------------------------------------------------------
+
+
+def test_me_needs_a_token(client: TestClient) -> None:
+    assert client.get("/auth/me").status_code == 401
+
+
+def test_me_for_a_subject_without_an_account_is_404(client: TestClient) -> None:
+    assert client.get("/auth/me", headers=bearer(sign({"sub": "better-auth-user"}))).status_code == 404
+
+
+def test_logout_revokes_the_token(client: TestClient) -> None:
+    user = register(client)
+    token = login(client)["access_token"]
+    other_token = login(client)["access_token"]
+    tasks = f"/api/{user['id']}/tasks"
+    assert client.get(tasks, headers=bearer(token)).status_code == 200
+    assert client.post("/auth/logout", headers=bearer(token)).status_code == 204
+    for response in (client.get(tasks, headers=bearer(token)), client.get("/auth/me", headers=bearer(token))):
+        assert response.status_code == 401
+        assert response.json()["detail"] == "Token has been revoked"
+    assert client.post("/auth/logout", headers=bearer(token)).status_code == 401
+    assert client.get(tasks, headers=bearer(other_token)).status_code == 200
+
+
+def test_revocation_survives_a_restart(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    settings = make_settings()
+    first = make_client(settings)
+    user = register(first)
+    token = login(first)["access_token"]
+    first.post("/auth/logout", headers=bearer(token))
+    first.__exit__(None, None, None)
+    restarted = make_client(settings)
+    assert restarted.get(f"/api/{user['id']}/tasks", headers=bearer(token)).status_code == 401
+
+
+def test_revocation_reaches_another_instance_within_5_seconds(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    settings = make_settings()
+    instance_a, instance_b = make_client(settings), make_client(settings)
+    user = register(instance_a)
+    token = login(instance_a)["access_token"]
+    tasks = f"/api/{user['id']}/tasks"
+    assert instance_b.get(tasks, headers=bearer(token)).status_code == 200  # B has it cached as valid
+    instance_a.post("/auth/logout", headers=bearer(token))
+    started = time.monotonic()
+    while instance_b.get(tasks, headers=bearer(token)).status_code == 200:
+        assert time.monotonic() - started < 5, "instance B still accepts the revoked token"
+        time.sleep(0.05)
+
+
+def test_tokens_without_jti_cannot_be_logged_out(client: TestClient) -> None:
+    response = client.post("/auth/logout", headers=bearer(sign({"sub": "alice"})))
+    assert response.status_code == 400
+    assert "jti" in response.json()["detail"]
+
+
+def test_accounts_can_be_switched_off(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(accounts_enabled=False))
+    assert (
+        client.post("/auth/register", json={"email": "a@b.io", "password": PASSWORD, "name": "A"}).status_code
+        == 404
+    )
+    assert "passwordLogin" not in client.get("/openapi.json").json()["components"]["securitySchemes"]
+
+
+# --- Swagger's Authorize dialog -----------------------------------------------------------------
+
+
+def test_docs_offer_both_ways_in(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerToken"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["passwordLogin"]["type"] == "oauth2"
+    create = spec["paths"]["/api/{user_id}/tasks"]["post"]
+    assert {"bearerToken": []} in create["security"] and {"passwordLogin": []} in create["security"]
+    for path, method in [("/auth/me", "get"), ("/auth/logout", "post")]:
+        assert {"bearerToken": []} in spec["paths"][path][method]["security"], path
+    assert "security" not in spec["paths"]["/auth/login"]["post"]
+
+
+def test_from_nothing_to_a_task_through_the_documented_login(client: TestClient) -> None:
+    """What a person does in /docs: register, Authorize with email and password, create a task."""
+    spec = client.get("/openapi.json").json()
+    assert "/auth/register" in spec["paths"]
+    register(client)
+    token_url = spec["components"]["securitySchemes"]["passwordLogin"]["flows"]["password"]["tokenUrl"]
+    form = {"grant_type": "password", "username": "ada@example.com", "password": PASSWORD, "scope": ""}
+    granted = client.post(token_url, data=form)
+    assert granted.status_code == 200
+    token = granted.json()
+    assert token["token_type"] == "bearer"
+    user_id = client.get("/auth/me", headers=bearer(token["access_token"])).json()["id"]
+    created = client.post(
+        f"/api/{user_id}/tasks", json={"title": "from /docs"}, headers=bearer(token["access_token"])
+    )
+    assert created.status_code == 201
+
+
+def test_a_pasted_bearer_token_works_as_swagger_sends_it(client: TestClient) -> None:
+    scheme = client.get("/openapi.json").json()["components"]["securitySchemes"]["bearerToken"]
+    header = {"Authorization": f"{scheme['scheme'].capitalize()} {sign({'sub': 'alice'})}"}
+    assert client.get("/api/alice/tasks", headers=header).status_code == 200

@@ -1,0 +1,270 @@
+"""The service around the routes: health, errors, CORS, docs, settings, migrations, restarts."""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from alembic import command
+from conftest import base_settings, bearer, sign
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
+from db import alembic_config, make_engine, migrate
+from settings import Settings
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def test_health_needs_no_token(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_ready_when_the_database_answers(client: TestClient) -> None:
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["database"] == "ok"
+
+
+def test_not_ready_when_the_database_is_unreachable(
+    make_client: Callable[..., TestClient], backend: str, tmp_path: Path
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path}/missing-dir/todo.db"
+        if backend == "sqlite"
+        else "postgresql://postgres@127.0.0.1:1/nowhere"
+    )
+    client = make_client(base_settings(url, db_pool_timeout=1))
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Database unavailable"}
+    assert client.get("/health").status_code == 200
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_unknown_route_is_json_404(client: TestClient) -> None:
+    response = client.get("/api/alice/nothing-here", headers=bearer(sign({"sub": "alice"})))
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_wrong_method_is_json_405(client: TestClient) -> None:
+    response = client.post("/health")
+    assert response.status_code == 405
+    assert "detail" in response.json()
+
+
+def test_a_bug_is_a_generic_500_logged_with_a_request_id(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    from main import create_app
+
+    app = create_app(make_settings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("SELECT secret FROM internals")
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
+        response = client.get("/boom", headers={"X-Request-ID": "req-123"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error", "request_id": "req-123"}
+    assert "SELECT" not in response.text and "Traceback" not in response.text
+    assert any("req-123" in record.getMessage() for record in caplog.records)
+
+
+# --- CORS -------------------------------------------------------------------------------------
+
+
+def test_cors_preflight_allows_the_frontend(client: TestClient) -> None:
+    response = client.options(
+        "/api/alice/tasks",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_cors_exposes_the_paging_headers(client: TestClient) -> None:
+    headers = {"Origin": "http://localhost:3000", **bearer(sign({"sub": "alice"}))}
+    response = client.get("/api/alice/tasks", headers=headers)
+    exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"x-total-count", "link", "location"} <= exposed
+
+
+def test_cors_refuses_other_origins(client: TestClient) -> None:
+    response = client.options(
+        "/api/alice/tasks",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_origins_come_from_settings(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(cors_origins="https://app.example, https://admin.example"))
+    for origin in ("https://app.example", "https://admin.example"):
+        response = client.options(
+            "/health", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+
+
+# --- docs -------------------------------------------------------------------------------------
+
+
+def test_every_route_is_documented(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary"), f"{method} {path} has no summary"
+            if path.startswith("/api/"):
+                assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
+            if "{task_id}" in path:
+                assert "404" in operation["responses"], f"{method} {path}"
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_production_refuses_a_missing_secret(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="BETTER_AUTH_SECRET"):
+        Settings(_env_file=None, environment="production", better_auth_secret=None)  # type: ignore[call-arg]
+
+
+def test_production_refuses_a_short_secret() -> None:
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(_env_file=None, environment="production", better_auth_secret="too-short")  # type: ignore[call-arg]
+
+
+def test_production_does_not_migrate_at_startup() -> None:
+    settings = Settings(_env_file=None, environment="production", better_auth_secret="s" * 32)  # type: ignore[call-arg]
+    assert settings.migrate_on_startup is False
+
+
+def test_development_generates_and_keeps_a_secret(tmp_path: Path) -> None:
+    secret_file = tmp_path / ".dev-secret"
+    first = Settings(_env_file=None, better_auth_secret=None, dev_secret_file=secret_file)  # type: ignore[call-arg]
+    again = Settings(_env_file=None, better_auth_secret=None, dev_secret_file=secret_file)  # type: ignore[call-arg]
+    assert len(first.secret) >= 32
+    assert first.secret == again.secret
+    assert secret_file.stat().st_mode & 0o077 == 0
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("JWT_ALGORITHMS", '["EdDSA"]')
+    monkeypatch.setenv("ACCESS_TOKEN_MINUTES", "15")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.jwt_algorithms == ["EdDSA"]
+    assert settings.access_token_minutes == 15
+
+
+def test_unknown_jwt_algorithm_setting_is_refused() -> None:
+    with pytest.raises(ValidationError, match="unsupported"):
+        Settings(_env_file=None, jwt_algorithms="none")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://user:pw@ep-cool-1.eu-central-1.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+        "postgresql://user:pw@ep-cool-1.eu-central-1.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+        "postgresql+psycopg2://user:pw@ep-cool-1.eu-central-1.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+    ],
+)
+def test_pasted_postgres_urls_are_normalized(url: str) -> None:
+    parsed = make_url(Settings(_env_file=None, database_url=url).database_url)  # type: ignore[call-arg]
+    assert parsed.drivername == "postgresql+psycopg2"
+    assert parsed.query == {"sslmode": "require", "channel_binding": "require"}
+    assert parsed.database == "neondb"
+
+
+def test_engine_connects_as_configured(settings: Settings, backend: str, database_url: str) -> None:
+    """SQLite: WAL and foreign keys. PostgreSQL: the `postgres://` form users paste connects."""
+    if backend == "sqlite":
+        engine = make_engine(settings)
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    else:
+        pasted = database_url.replace("postgresql+psycopg2://", "postgres://") + "?sslmode=prefer"
+        engine = make_engine(base_settings(pasted))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+        assert engine.pool.size() == settings.db_pool_size
+    engine.dispose()
+
+
+# --- migrations and restarts ------------------------------------------------------------------
+
+
+def test_startup_migrates_an_empty_database(
+    empty_database_url: str, make_client: Callable[..., TestClient]
+) -> None:
+    """The hackathon path: no `make migrate`, just start the app outside production."""
+    settings = base_settings(empty_database_url, auto_migrate=None, environment="development")
+    client = make_client(settings)
+    alice = bearer(sign({"sub": "alice"}))
+    assert client.post("/api/alice/tasks", json={"title": "first"}, headers=alice).status_code == 201
+    engine = make_engine(settings)
+    tables = set(inspect(engine).get_table_names())
+    indexes = {index["name"] for index in inspect(engine).get_indexes("task")}
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    assert {"task", "users", "revoked_token", "alembic_version"} <= tables
+    assert "ix_task_user_created" in indexes
+    assert version == "0002"
+
+
+def test_migrations_go_down_and_up_again(empty_database_url: str) -> None:
+    engine = make_engine(base_settings(empty_database_url))
+    migrate(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate(engine)
+    assert "task" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_data_survives_an_app_restart(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    settings = make_settings()
+    alice = bearer(sign({"sub": "alice"}))
+    first = make_client(settings)
+    task = first.post("/api/alice/tasks", json={"title": "persisted"}, headers=alice).json()
+    first.__exit__(None, None, None)
+    restarted = make_client(settings)
+    assert restarted.get(f"/api/alice/tasks/{task['id']}", headers=alice).json() == task
+
+
+def test_the_list_is_served_by_the_index(settings: Settings, backend: str) -> None:
+    engine = make_engine(settings)
+    query = "SELECT * FROM task WHERE user_id = 'alice' ORDER BY created_at DESC, id DESC LIMIT 100"
+    with engine.connect() as connection:
+        if backend == "sqlite":
+            plan = " ".join(str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {query}")))
+            assert "ix_task_user_created" in plan
+        else:
+            connection.execute(text("SET enable_seqscan = off"))
+            plan = " ".join(row[0] for row in connection.execute(text(f"EXPLAIN {query}")))
+            assert "ix_task_user_created" in plan
+        assert "TEMP B-TREE" not in plan and "Sort " not in plan
+    engine.dispose()

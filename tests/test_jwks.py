@@ -1,0 +1,272 @@
+"""Tokens from Better Auth's JWT plugin, verified with the keys its JWKS publishes."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import bearer, sign
+from cryptography.hazmat.primitives import serialization
+from fastapi.testclient import TestClient
+from jwks_server import ALGORITHMS, Issuer, SigningKey, generate_key
+
+from settings import Settings
+
+USER = uuid.uuid4().hex  # Better Auth user ids are 32-character strings
+TASKS = f"/api/{USER}/tasks"
+
+
+@pytest.fixture(scope="session")
+def signing_keys() -> dict[str, SigningKey]:
+    return {alg: SigningKey(alg, generate_key(alg)) for alg in ALGORITHMS}
+
+
+@pytest.fixture
+def issuer(signing_keys: dict[str, SigningKey]) -> Iterator[Issuer]:
+    issuer = Issuer(signing_keys)
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture
+def jwks_settings(make_settings: Callable[..., Settings], issuer: Issuer) -> Callable[..., Settings]:
+    return lambda **overrides: make_settings(better_auth_url=issuer.url, **overrides)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings]) -> TestClient:
+    return make_client(jwks_settings())
+
+
+def assert_401(response, detail: str | None = None) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    if detail is not None:
+        assert response.json()["detail"] == detail
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_every_better_auth_algorithm_works(client: TestClient, issuer: Issuer, alg: str) -> None:
+    headers = bearer(issuer.token(alg, sub=USER))
+    created = client.post(TASKS, json={"title": f"signed with {alg}"}, headers=headers)
+    assert created.status_code == 201
+    assert created.json()["user_id"] == USER
+    assert [t["title"] for t in client.get(TASKS, headers=headers).json()] == [f"signed with {alg}"]
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_keys_without_alg_are_matched_by_type(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey], alg: str
+) -> None:
+    issuer.publish(signing_keys[alg], with_alg=False)
+    assert client.get(TASKS, headers=bearer(issuer.token(alg, sub=USER))).status_code == 200
+
+
+def test_keys_are_cached(client: TestClient, issuer: Issuer) -> None:
+    for _ in range(5):
+        assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    assert issuer.requests == 1
+
+
+def test_hs256_and_jwks_work_side_by_side(client: TestClient, issuer: Issuer) -> None:
+    assert client.get(TASKS, headers=bearer(issuer.token("ES256", sub=USER))).status_code == 200
+    assert client.get(TASKS, headers=bearer(sign({"sub": USER}))).status_code == 200
+
+
+def test_rotated_key_works_on_its_first_request(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    old = signing_keys["EdDSA"]
+    issuer.publish(old)
+    assert client.get(TASKS, headers=bearer(issuer.token(key=old, sub=USER))).status_code == 200
+    new = SigningKey("EdDSA", generate_key("EdDSA"))
+    issuer.publish(new, old)
+    assert client.get(TASKS, headers=bearer(issuer.token(key=new, sub=USER))).status_code == 200
+    assert client.get(TASKS, headers=bearer(issuer.token(key=old, sub=USER))).status_code == 200
+    assert issuer.requests == 2
+
+
+def test_unknown_kid_is_401(client: TestClient, issuer: Issuer) -> None:
+    stranger = SigningKey("EdDSA", generate_key("EdDSA"))
+    assert_401(
+        client.get(TASKS, headers=bearer(issuer.token(key=stranger, sub=USER))),
+        "Token signing key is unknown",
+    )
+
+
+def test_a_flood_of_unknown_kids_fetches_at_most_once(client: TestClient, issuer: Issuer) -> None:
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    for _ in range(20):
+        token = issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex})
+        assert_401(client.get(TASKS, headers=bearer(token)))
+    assert issuer.requests == 2
+
+
+def test_kid_of_a_key_for_another_algorithm_is_401(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    # An EdDSA signature presented under the ES256 key's id.
+    token = issuer.token("EdDSA", sub=USER, headers={"kid": signing_keys["ES256"].kid})
+    assert_401(client.get(TASKS, headers=bearer(token)))
+
+
+def test_cached_keys_survive_an_issuer_outage(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    client = make_client(jwks_settings(jwks_cache_seconds=0))  # every request wants fresh keys
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    issuer.down = True
+    for _ in range(3):
+        assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    assert issuer.requests == 2  # one failed refresh, then a cooldown instead of a fetch per request
+
+
+def test_issuer_down_with_no_cached_keys_is_503(client: TestClient, issuer: Issuer) -> None:
+    issuer.down = True
+    response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert "unavailable" in response.json()["detail"]
+
+
+def test_issuer_unreachable_is_503_then_recovers(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    client = make_client(jwks_settings(jwks_refetch_cooldown_seconds=0))
+    issuer.down = True
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 503
+    issuer.down = False
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+
+
+def test_issuer_refusing_connections_is_503(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    issuer.close()
+    client = make_client(make_settings(better_auth_url=issuer.url, jwks_timeout_seconds=1))
+    response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+
+
+def test_hs256_signed_with_the_public_key_is_401(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    """Algorithm confusion: the public key used as an HMAC secret must not verify."""
+    assert client.get(TASKS, headers=bearer(issuer.token("RS256", sub=USER))).status_code == 200
+    key = signing_keys["RS256"]
+    pem = key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    now = int(time.time())
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": key.kid}).encode())
+    payload = b64(json.dumps({"sub": USER, "iat": now, "exp": now + 900, "iss": issuer.url}).encode())
+    for secret in (pem, json.dumps(key.jwk()).encode()):
+        signature = b64(hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
+        assert_401(client.get(TASKS, headers=bearer(f"{header}.{payload}.{signature}")))
+
+
+def test_alg_none_with_a_kid_is_401(client: TestClient, issuer: Issuer, signing_keys) -> None:
+    header = b64(json.dumps({"alg": "none", "kid": signing_keys["EdDSA"].kid}).encode())
+    payload = b64(json.dumps({"sub": USER, "exp": int(time.time()) + 900}).encode())
+    assert_401(client.get(TASKS, headers=bearer(f"{header}.{payload}.")), "Token algorithm is not accepted")
+
+
+def test_tampered_payload_is_401(client: TestClient, issuer: Issuer) -> None:
+    head, _, signature = issuer.token(sub="bob").split(".")
+    now = int(time.time())
+    claims = {"sub": USER, "iat": now, "exp": now + 900, "iss": issuer.url, "aud": issuer.url}
+    forged = f"{head}.{b64(json.dumps(claims).encode())}.{signature}"
+    assert_401(client.get(TASKS, headers=bearer(forged)), "Token signature is invalid")
+
+
+def test_tampered_signature_is_401(client: TestClient, issuer: Issuer) -> None:
+    head, payload, signature = issuer.token("ES256", sub=USER).split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    assert_401(client.get(TASKS, headers=bearer(f"{head}.{payload}.{flipped}")))
+
+
+def test_expired_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=USER, lifetime=-120, iat=int(time.time()) - 1000)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token has expired")
+
+
+def test_missing_exp_is_401(client: TestClient, issuer: Issuer) -> None:
+    assert_401(
+        client.get(TASKS, headers=bearer(issuer.token(sub=USER, exp=None))), "Token has no 'exp' claim"
+    )
+
+
+def test_wrong_issuer_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=USER, iss="https://evil.example")
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token issuer is not accepted")
+
+
+def test_localhost_is_not_127_0_0_1(client: TestClient, issuer: Issuer) -> None:
+    other_spelling = issuer.url.replace("127.0.0.1", "localhost")
+    token = issuer.token(sub=USER, iss=other_spelling, aud=other_spelling)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token issuer is not accepted")
+
+
+def test_wrong_audience_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=USER, aud="https://another-app.example")
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token audience is not accepted")
+
+
+def test_session_cache_token_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(
+        sub=USER, aud="better-auth:session-cache", headers={"typ": "better-auth.session-cache+jwt"}
+    )
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token type is not an access token")
+
+
+def test_oversized_token_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=USER, image="data:image/png;base64," + "A" * 9000)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token is too large")
+
+
+def test_subject_falls_back_to_the_id_claim(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=None, id=USER)
+    assert client.get(TASKS, headers=bearer(token)).status_code == 200
+
+
+def test_no_string_subject_is_401(client: TestClient, issuer: Issuer) -> None:
+    token = issuer.token(sub=None, id=12345)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token has no usable subject")
+
+
+def test_path_user_must_be_the_subject(client: TestClient, issuer: Issuer) -> None:
+    response = client.get("/api/someone-else/tasks", headers=bearer(issuer.token(sub=USER)))
+    assert response.status_code == 403
+
+
+def test_explicit_jwks_url_issuer_and_audience(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    client = make_client(
+        make_settings(
+            jwt_jwks_url=f"{issuer.url}/api/auth/jwks",
+            jwt_issuer="https://auth.example",
+            jwt_audience="todo-api",
+        )
+    )
+    good = issuer.token(sub=USER, iss="https://auth.example", aud="todo-api")
+    assert client.get(TASKS, headers=bearer(good)).status_code == 200
+    default_shape = issuer.token(sub=USER)
+    assert_401(client.get(TASKS, headers=bearer(default_shape)))
+
+
+def test_asymmetric_tokens_without_jwks_configured_are_401(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    client = make_client(make_settings())
+    assert_401(client.get(TASKS, headers=bearer(issuer.token(sub=USER))), "Token algorithm is not accepted")
+    assert issuer.requests == 0

@@ -1,0 +1,198 @@
+"""Bearer tokens signed with the shared secret (HS256): what is accepted and what is refused."""
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import jwt
+import pytest
+from conftest import TEST_SECRET, bearer, sign
+from fastapi.testclient import TestClient
+
+from settings import Settings
+
+TASKS = "/api/alice/tasks"
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def assert_401(response, detail: str | None = None) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    if detail is not None:
+        assert response.json()["detail"] == detail
+
+
+ROUTES = [
+    ("GET", TASKS),
+    ("POST", TASKS),
+    ("GET", f"{TASKS}/1"),
+    ("PUT", f"{TASKS}/1"),
+    ("PATCH", f"{TASKS}/1"),
+    ("PATCH", f"{TASKS}/1/complete"),
+    ("PATCH", f"{TASKS}/1/toggle"),
+    ("DELETE", f"{TASKS}/1"),
+]
+
+
+@pytest.mark.parametrize(("method", "url"), ROUTES)
+def test_every_task_route_needs_a_token(client: TestClient, method: str, url: str) -> None:
+    response = client.request(method, url, json={"title": "x"})
+    assert_401(response)
+    assert "Bearer" in response.json()["detail"]
+
+
+def test_valid_token_is_accepted(client: TestClient) -> None:
+    assert client.get(TASKS, headers=bearer(sign({"sub": "alice"}))).status_code == 200
+
+
+def test_scheme_is_case_insensitive(client: TestClient) -> None:
+    token = sign({"sub": "alice"})
+    assert client.get(TASKS, headers={"Authorization": f"bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "detail"),
+    [
+        ("Basic YWxpY2U6c2VjcmV0", "Authorization scheme must be Bearer"),
+        ("Token abc", "Authorization scheme must be Bearer"),
+        ("Bearer", "Bearer token is empty"),
+        ("Bearer ", "Bearer token is empty"),
+        ("Bearer not-a-jwt", "Token is malformed"),
+        ("Bearer a.b.c", "Token is malformed"),
+        ("Bearer \u00e9\u00e9.\u00e9.x", None),
+    ],
+)
+def test_garbage_is_401(client: TestClient, authorization: str, detail: str | None) -> None:
+    headers = {"Authorization": authorization.encode("utf-8")}
+    assert_401(client.get(TASKS, headers=headers), detail)
+
+
+def test_expired_token_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice", "iat": int(time.time()) - 7200}, lifetime=-3600)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token has expired")
+
+
+def test_expiry_has_a_small_leeway(make_settings: Callable[..., Settings], make_client) -> None:
+    client = make_client(make_settings(jwt_leeway_seconds=30))
+    just_expired = sign({"sub": "alice"}, lifetime=-5)
+    assert client.get(TASKS, headers=bearer(just_expired)).status_code == 200
+    long_expired = sign({"sub": "alice"}, lifetime=-60)
+    assert_401(client.get(TASKS, headers=bearer(long_expired)), "Token has expired")
+
+
+def test_token_without_exp_is_401(client: TestClient) -> None:
+    token = jwt.encode({"sub": "alice", "iat": int(time.time())}, TEST_SECRET, algorithm="HS256")
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token has no 'exp' claim")
+
+
+def test_token_not_yet_valid_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice", "nbf": int(time.time()) + 3600}, lifetime=7200)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token is not valid yet")
+
+
+def test_token_issued_in_the_future_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice", "iat": int(time.time()) + 3600}, lifetime=7200)
+    assert_401(client.get(TASKS, headers=bearer(token)))
+
+
+def test_wrong_secret_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice"}, secret="another-secret-" + "y" * 40)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token signature is invalid")
+
+
+def test_tampered_payload_is_401(client: TestClient) -> None:
+    header, _, signature = sign({"sub": "bob"}).split(".")
+    forged = f"{header}.{b64({'sub': 'alice', 'exp': int(time.time()) + 900})}.{signature}"
+    assert_401(client.get(TASKS, headers=bearer(forged)), "Token signature is invalid")
+
+
+def test_tampered_signature_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice"})
+    head, payload, signature = token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    assert_401(client.get(TASKS, headers=bearer(f"{head}.{payload}.{flipped}")))
+
+
+def test_alg_none_is_401(client: TestClient) -> None:
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': 'alice', 'exp': int(time.time()) + 900})}."
+    assert_401(client.get(TASKS, headers=bearer(unsigned)), "Token algorithm is not accepted")
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_unconfigured_algorithms_are_401(client: TestClient, alg: str) -> None:
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 900}, TEST_SECRET, algorithm=alg)
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token algorithm is not accepted")
+
+
+def test_hs256_can_be_switched_off(make_settings: Callable[..., Settings], make_client) -> None:
+    client = make_client(make_settings(jwt_algorithms="EdDSA,ES256"))
+    assert_401(client.get(TASKS, headers=bearer(sign({"sub": "alice"}))), "Token algorithm is not accepted")
+
+
+def test_oversized_token_is_401(client: TestClient) -> None:
+    token = sign({"sub": "alice", "padding": "x" * 9000})
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token is too large")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{}, {"sub": ""}, {"sub": 42}, {"sub": None}, {"sub": ["alice"]}, {"sub": " alice"}, {"sub": "x" * 256}],
+    ids=["none", "empty", "number", "null", "list", "padded", "too-long"],
+)
+def test_token_without_a_usable_subject_is_401(client: TestClient, claims: dict) -> None:
+    assert_401(client.get(TASKS, headers=bearer(sign(claims))), "Token has no usable subject")
+
+
+@pytest.mark.parametrize("claim", ["id", "user_id", "userId"])
+def test_subject_falls_back_to_id_claims(client: TestClient, claim: str) -> None:
+    response = client.post(TASKS, json={"title": "x"}, headers=bearer(sign({claim: "alice"})))
+    assert response.status_code == 201
+    assert response.json()["user_id"] == "alice"
+
+
+def test_sub_wins_over_the_fallbacks(client: TestClient) -> None:
+    token = sign({"sub": "alice", "id": "bob"})
+    assert client.get(TASKS, headers=bearer(token)).status_code == 200
+    assert client.get("/api/bob/tasks", headers=bearer(token)).status_code == 403
+
+
+def test_subject_claims_are_a_setting(make_settings: Callable[..., Settings], make_client) -> None:
+    client = make_client(make_settings(jwt_subject_claims="uid"))
+    assert client.get(TASKS, headers=bearer(sign({"uid": "alice"}))).status_code == 200
+    assert_401(client.get(TASKS, headers=bearer(sign({"sub": "alice"}))), "Token has no usable subject")
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "at+jwt"])
+def test_access_token_types_are_accepted(client: TestClient, typ: str) -> None:
+    assert client.get(TASKS, headers=bearer(sign({"sub": "alice"}, typ=typ))).status_code == 200
+
+
+def test_session_cache_token_is_refused(client: TestClient) -> None:
+    token = sign({"sub": "alice"}, typ="better-auth.session-cache+jwt")
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token type is not an access token")
+    by_audience = sign({"sub": "alice", "aud": "better-auth:session-cache"})
+    assert_401(client.get(TASKS, headers=bearer(by_audience)))
+
+
+def test_configured_issuer_and_audience_apply_to_hs256(
+    make_settings: Callable[..., Settings], make_client
+) -> None:
+    client = make_client(make_settings(jwt_issuer="https://app.example", jwt_audience="todo-api"))
+    good = sign({"sub": "alice", "iss": "https://app.example", "aud": "todo-api"})
+    assert client.get(TASKS, headers=bearer(good)).status_code == 200
+    wrong_iss = sign({"sub": "alice", "iss": "https://evil.example", "aud": "todo-api"})
+    assert_401(client.get(TASKS, headers=bearer(wrong_iss)), "Token issuer is not accepted")
+    wrong_aud = sign({"sub": "alice", "iss": "https://app.example", "aud": "other"})
+    assert_401(client.get(TASKS, headers=bearer(wrong_aud)), "Token audience is not accepted")
+    missing = sign({"sub": "alice"})
+    assert_401(client.get(TASKS, headers=bearer(missing)))
+
+
+def test_refused_token_stores_nothing(client: TestClient, alice: dict) -> None:
+    forged = sign({"sub": "alice"}, secret="z" * 40)
+    assert client.post(TASKS, json={"title": "x"}, headers=bearer(forged)).status_code == 401
+    assert client.get(TASKS, headers=alice).json() == []
