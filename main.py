@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer, OAuth2PasswordBearer
+from pydantic import ValidationError
 
 from db import make_engine, migrate
 from routes import auth, health, tasks
@@ -38,8 +39,19 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value stops start-up with its message, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "\n".join(
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SystemExit(f"Cannot start: invalid settings\n{messages}") from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level.upper())
     engine = make_engine(settings)
 

@@ -20,7 +20,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, delete, select
 
 from models import RevokedToken
 from settings import ASYMMETRIC_ALGORITHMS, Settings
@@ -318,6 +318,8 @@ class RevocationList:
 
     def revoke(self, session: Session, jti: str, expires_at: datetime) -> None:
         """Store the revocation (idempotent) and apply it here at once."""
+        # Expired revocations protect nothing: logouts are rare, so drop them here.
+        session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) <= datetime.now(UTC)))
         session.add(RevokedToken(jti=jti, expires_at=expires_at))
         try:
             session.commit()

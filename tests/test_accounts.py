@@ -271,6 +271,21 @@ def test_revocation_reaches_another_instance_within_5_seconds(
         time.sleep(0.05)
 
 
+def test_logout_clears_expired_revocations(client: TestClient, settings: Settings) -> None:
+    engine = make_engine(settings)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO revoked_token (jti, expires_at) VALUES ('old', :at)"),
+            {"at": "2000-01-01 00:00:00"},
+        )
+    register(client)
+    client.post("/auth/logout", headers=bearer(login(client)["access_token"]))
+    with engine.connect() as connection:
+        jtis = connection.execute(text("SELECT jti FROM revoked_token")).scalars().all()
+    engine.dispose()
+    assert len(jtis) == 1 and jtis[0] != "old"
+
+
 def test_tokens_without_jti_cannot_be_logged_out(client: TestClient) -> None:
     response = client.post("/auth/logout", headers=bearer(sign({"sub": "alice"})))
     assert response.status_code == 400

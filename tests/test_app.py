@@ -1,6 +1,9 @@
 """The service around the routes: health, errors, CORS, docs, settings, migrations, restarts."""
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from db import alembic_config, make_engine, migrate
+from db import ROOT, alembic_config, make_engine, migrate
 from settings import Settings
 
 # --- health -----------------------------------------------------------------------------------
@@ -148,6 +151,24 @@ def test_production_refuses_a_short_secret() -> None:
         Settings(_env_file=None, environment="production", better_auth_secret="too-short")  # type: ignore[call-arg]
 
 
+def test_production_start_up_stops_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update(ENVIRONMENT="production", BETTER_AUTH_SECRET="short")
+    result = subprocess.run(
+        [sys.executable, "-c", "import main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Cannot start: invalid settings" in result.stderr
+    assert "BETTER_AUTH_SECRET of at least 32 characters" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_production_does_not_migrate_at_startup() -> None:
     settings = Settings(_env_file=None, environment="production", better_auth_secret="s" * 32)  # type: ignore[call-arg]
     assert settings.migrate_on_startup is False
@@ -267,4 +288,17 @@ def test_the_list_is_served_by_the_index(settings: Settings, backend: str) -> No
             plan = " ".join(row[0] for row in connection.execute(text(f"EXPLAIN {query}")))
             assert "ix_task_user_created" in plan
         assert "TEMP B-TREE" not in plan and "Sort " not in plan
+    engine.dispose()
+
+
+def test_migrations_match_the_models(settings: Settings) -> None:
+    """A model change without its migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    engine = make_engine(settings)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
     engine.dispose()
