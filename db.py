@@ -1,13 +1,14 @@
 """The database engine, its migrations and the per-request session."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from alembic import command
 from alembic.config import Config
+from anyio import to_thread
 from fastapi import Depends, Request
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url
 from sqlmodel import Session, create_engine
 
 from settings import Settings
@@ -17,10 +18,22 @@ ROOT = Path(__file__).resolve().parent
 
 def make_engine(settings: Settings) -> Engine:
     if settings.is_sqlite:
+        in_memory = make_url(settings.database_url).database in (None, "", ":memory:")
+        # Keep every connection of a file database: opening one costs more than a query.
+        pool: dict[str, Any] = (
+            {}
+            if in_memory
+            else {
+                "pool_size": settings.db_pool_size + settings.db_max_overflow,
+                "max_overflow": 0,
+                "pool_timeout": settings.db_pool_timeout,
+            }
+        )
         engine = create_engine(
             settings.database_url,
             # Sessions are used from FastAPI's threadpool; each request gets its own connection.
             connect_args={"check_same_thread": False, "timeout": 30},
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -59,10 +72,22 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request, used by the sync handlers in the threadpool.
+
+    Opening a session does no I/O, and closing one after a commit does none either, so both run
+    on the event loop; only a session still in a transaction (a read) is closed in a thread,
+    since returning its connection rolls back over the network.
+    """
     # expire_on_commit=False: a committed row is returned as is, without a second SELECT.
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    session = Session(request.app.state.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -4,7 +4,8 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Path, Request, status
-from sqlmodel import Session, select
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, select
 
 from db import SessionDep
 from models import ID_MAX, ErrorDetail, Task
@@ -82,9 +83,14 @@ UserId = Annotated[str, Depends(path_user)]
 TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id")]
 
 
+# Built once: "this user's task by id", with the values bound per request (`task`, `owner`).
+OWNED_TASK = (col(Task.id) == bindparam("task"), col(Task.user_id) == bindparam("owner"))
+TASK_BY_ID = select(Task).where(*OWNED_TASK)
+
+
 def find_task(session: Session, user_id: str, task_id: int) -> Task:
     """The user's task, or 404 whether it is missing or someone else's (no existence leak)."""
-    task = session.exec(select(Task).where(Task.id == task_id, Task.user_id == user_id)).first()
+    task = session.exec(TASK_BY_ID, params={"task": task_id, "owner": user_id}).first()
     if task is None:
         raise task_not_found()
     return task

@@ -61,8 +61,8 @@ class Settings(BaseSettings):
 
     # Database
     database_url: str = "sqlite:///./todo.db"
-    db_pool_size: int = Field(5, ge=1)
-    db_max_overflow: int = Field(5, ge=0)
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(10.0, gt=0)
     # Neon closes idle connections after a few minutes; recycle well before that.
     db_pool_recycle: int = Field(240, ge=-1)

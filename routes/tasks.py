@@ -1,13 +1,14 @@
 """The task API: /api/{user_id}/tasks."""
 
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from sqlalchemy import ColumnElement, case, delete, func, literal, not_, update
+from sqlalchemy import Boolean, ColumnElement, Integer, String, bindparam, case, delete, func, not_, update
 from sqlmodel import Session, col, select
 
 from db import SessionDep
-from dependencies import TOKEN_ERRORS, OwnedTask, TaskId, UserId, find_task, task_not_found
+from dependencies import OWNED_TASK, TOKEN_ERRORS, OwnedTask, TaskId, UserId, find_task, task_not_found
 from models import (
     ErrorDetail,
     Task,
@@ -43,6 +44,66 @@ SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)$"
 MAX_OFFSET = 2**31 - 1
 
 
+# Statements are built once per shape (and cached); a request only binds its values.
+NOW = bindparam("now", type_=UTCDateTime)
+EDITABLE = {
+    "title": bindparam("new_title", type_=String),
+    "description": bindparam("new_description", type_=String),
+    "completed": bindparam("new_completed", type_=Boolean),
+}
+TOGGLED = {
+    "completed": not_(col(Task.completed)),
+    "completed_at": case((col(Task.completed), None), else_=NOW),
+}
+# Completing an already completed task keeps its original completion time.
+COMPLETED_AT = case((EDITABLE["completed"], func.coalesce(col(Task.completed_at), NOW)), else_=None)
+DELETE_TASK = delete(Task).where(*OWNED_TASK)
+
+
+def owner_filter(*, by_completion: bool = False) -> list[ColumnElement[bool]]:
+    filters = [col(Task.user_id) == bindparam("owner")]
+    if by_completion:
+        filters.append(col(Task.completed) == bindparam("completed", type_=Boolean))
+    return filters
+
+
+@cache
+def list_statement(by_completion: bool, field: str, descending: bool) -> Any:
+    column = col(SORT_COLUMNS[field])
+    ordering = (column.desc(), col(Task.id).desc()) if descending else (column, col(Task.id))
+    return (
+        select(Task, func.count().over().label("total"))
+        .where(*owner_filter(by_completion=by_completion))
+        .order_by(*ordering)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+
+
+@cache
+def count_statement(by_completion: bool) -> Any:
+    return select(func.count()).select_from(Task).where(*owner_filter(by_completion=by_completion))
+
+
+@cache
+def update_statement(fields: frozenset[str] | None) -> Any:
+    """UPDATE ... RETURNING for these editable fields, or for a completion toggle (None)."""
+    if fields is None:
+        values: dict[str, Any] = dict(TOGGLED)
+    else:
+        values = {field: EDITABLE[field] for field in fields}
+        if "completed" in fields:
+            values["completed_at"] = COMPLETED_AT
+    values["updated_at"] = NOW
+    return (
+        update(Task)
+        .where(*OWNED_TASK)
+        .values(**values)
+        .returning(Task)
+        .execution_options(synchronize_session=False)
+    )
+
+
 @router.get(
     "",
     response_model=list[TaskPublic],
@@ -75,29 +136,21 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Task]:
-    filters: list[ColumnElement[bool]] = [col(Task.user_id) == user_id]
     wanted = {"all": None, "pending": False, "completed": True}[status_filter]
     if wanted is not None and completed is not None and wanted != completed:
         raise HTTPException(422, "status and completed filters contradict each other")
     wanted = completed if completed is not None else wanted
-    if wanted is not None:
-        filters.append(col(Task.completed) == wanted)
-
     field, descending = sort_order(sort, order)
-    column = SORT_COLUMNS[field]
-    ordering = (col(column).desc(), col(Task.id).desc()) if descending else (col(column), col(Task.id))
 
     # One statement: the page and, through a window count, the total that matches the filter.
-    total_column = func.count().over().label("total")
-    rows = session.exec(
-        select(Task, total_column).where(*filters).order_by(*ordering).limit(limit).offset(offset)
-    ).all()
+    params = {"owner": user_id, "completed": wanted, "limit": limit, "offset": offset}
+    rows = session.exec(list_statement(wanted is not None, field, descending), params=params).all()
     if rows:
         total = rows[0][1]
     elif offset == 0:
         total = 0
     else:  # past the last page: the window count had no row to ride on
-        total = session.exec(select(func.count()).select_from(Task).where(*filters)).one()
+        total = session.exec(count_statement(wanted is not None), params=params).one()
 
     response.headers["X-Total-Count"] = str(total)
     links = page_links(request, total=total, limit=limit, offset=offset)
@@ -159,7 +212,8 @@ def create_task(
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
-def get_task(task: OwnedTask) -> Task:
+async def get_task(task: OwnedTask) -> Task:
+    # Async on purpose: the lookup already ran in the threadpool (OwnedTask); nothing here blocks.
     return task
 
 
@@ -215,15 +269,8 @@ def complete_task(
     session: SessionDep,
     completion: Annotated[TaskCompletion | None, Body()] = None,
 ) -> Task:
-    if completion is not None:
-        return update_task(session, user_id, task_id, {"completed": completion.completed})
-    now = utcnow()
-    toggled = {
-        "completed": not_(Task.completed),
-        "completed_at": case((col(Task.completed), None), else_=literal(now, UTCDateTime)),
-        "updated_at": now,
-    }
-    return update_statement(session, user_id, task_id, toggled)
+    values = None if completion is None else {"completed": completion.completed}
+    return update_task(session, user_id, task_id, values)
 
 
 @router.delete(
@@ -234,34 +281,18 @@ def complete_task(
     responses=TASK_ERRORS,
 )
 def delete_task(task_id: TaskId, user_id: UserId, session: SessionDep) -> None:
-    result = session.exec(delete(Task).where(col(Task.id) == task_id, col(Task.user_id) == user_id))
+    result = session.exec(DELETE_TASK, params={"task": task_id, "owner": user_id})
     if result.rowcount == 0:
         raise task_not_found()
     session.commit()
 
 
-def update_task(session: Session, user_id: str, task_id: int, values: dict[str, Any]) -> Task:
-    """Write validated field values; `completed_at` follows `completed`."""
-    now = utcnow()
-    values["updated_at"] = now
-    if "completed" in values:
-        # Completing an already completed task keeps its original completion time.
-        values["completed_at"] = (
-            func.coalesce(Task.completed_at, literal(now, UTCDateTime)) if values["completed"] else None
-        )
-    return update_statement(session, user_id, task_id, values)
-
-
-def update_statement(session: Session, user_id: str, task_id: int, values: dict[str, Any]) -> Task:
-    """One atomic UPDATE ... RETURNING scoped to the owner: 404 when no row matched."""
-    statement = (
-        update(Task)
-        .where(col(Task.id) == task_id, col(Task.user_id) == user_id)
-        .values(**values)
-        .returning(Task)
-        .execution_options(synchronize_session=False)
-    )
-    task = session.exec(statement).scalars().one_or_none()
+def update_task(session: Session, user_id: str, task_id: int, values: dict[str, Any] | None) -> Task:
+    """One atomic UPDATE ... RETURNING scoped to the owner (None toggles completion): 404 if no row."""
+    params = {"task": task_id, "owner": user_id, "now": utcnow()}
+    params.update({f"new_{field}": value for field, value in (values or {}).items()})
+    statement = update_statement(None if values is None else frozenset(values))
+    task = session.exec(statement, params=params).scalars().one_or_none()
     if task is None:
         raise task_not_found()
     session.commit()
