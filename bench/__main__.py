@@ -6,9 +6,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from bench import revocation, statements, verifier
+from bench import login, revocation, statements, verifier
 
-BENCHMARKS: tuple[Callable[[], None], ...] = (revocation.run, verifier.run, statements.run)
+BENCHMARKS: tuple[Callable[[], None], ...] = (revocation.run, verifier.run, statements.run, login.run)
 
 
 def main() -> None:
