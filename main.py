@@ -52,7 +52,7 @@ def load_settings() -> Settings:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    logging.basicConfig(level=settings.log_level)
     engine = make_engine(settings)
 
     @asynccontextmanager

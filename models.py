@@ -111,7 +111,8 @@ class TaskPatch(TaskInput):
     completed: bool | None = None
 
     @model_validator(mode="after")
-    def _title_not_null(self) -> "TaskPatch":
+    def _no_nulls(self) -> "TaskPatch":
+        # Leaving a field out keeps it; sending null for one that cannot be empty is an error.
         if "title" in self.model_fields_set and self.title is None:
             raise ValueError("title cannot be null")
         if "completed" in self.model_fields_set and self.completed is None:

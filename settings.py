@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     environment: Literal["development", "test", "production"] = "development"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # Database
     database_url: str = "sqlite:///./todo.db"
@@ -94,6 +94,11 @@ class Settings(BaseSettings):
 
     # HTTP
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("jwt_algorithms", "jwt_subject_claims", "cors_origins", mode="before")
     @classmethod

@@ -187,10 +187,17 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
     monkeypatch.setenv("JWT_ALGORITHMS", '["EdDSA"]')
     monkeypatch.setenv("ACCESS_TOKEN_MINUTES", "15")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.log_level == "DEBUG"
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.jwt_algorithms == ["EdDSA"]
     assert settings.access_token_minutes == 15
+
+
+def test_unknown_log_level_is_refused() -> None:
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings(_env_file=None, log_level="LOUD")  # type: ignore[call-arg]
 
 
 def test_unknown_jwt_algorithm_setting_is_refused() -> None:
