@@ -161,6 +161,15 @@ def _key_signs(jwk: dict[str, Any], alg: str) -> bool:
     return alg in KEY_ALGORITHMS.get((kty, crv), set())
 
 
+def explicit_or_base_url(explicit: str | None, base_url: str | None) -> str | list[str] | None:
+    """An explicit JWT_ISSUER/JWT_AUDIENCE is matched exactly; the Better Auth base URL that
+    stands in for one is matched with or without a trailing slash, a common paste difference."""
+    if explicit is not None or base_url is None:
+        return explicit
+    bare = base_url.rstrip("/")
+    return [bare, bare + "/"]
+
+
 class TokenVerifier:
     """Checks a bearer token and names its user. Built once per app from the settings."""
 
@@ -171,8 +180,8 @@ class TokenVerifier:
         self.subject_claims = tuple(settings.jwt_subject_claims)
         self.hs_issuer = settings.jwt_issuer
         self.hs_audience = settings.jwt_audience
-        self.jwks_issuer = settings.jwks_issuer
-        self.jwks_audience = settings.jwks_audience
+        self.jwks_issuer = explicit_or_base_url(settings.jwt_issuer, settings.better_auth_url)
+        self.jwks_audience = explicit_or_base_url(settings.jwt_audience, settings.better_auth_url)
         self.jwks = (
             JWKSCache(
                 settings.jwks_url,
@@ -207,6 +216,8 @@ class TokenVerifier:
 
     def decode(self, token: str, header: dict[str, Any], key: jwt.PyJWK | None) -> Principal:
         """Verify signature and claims. `key` is the JWKS key, or None for HS256."""
+        issuer: str | list[str] | None
+        audience: str | list[str] | None
         if header["alg"] == "HS256":
             issuer, audience, signing_key = self.hs_issuer, self.hs_audience, self.secret
         else:

@@ -167,12 +167,3 @@ class Settings(BaseSettings):
         if self.better_auth_url:
             return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
         return None
-
-    @property
-    def jwks_issuer(self) -> str | None:
-        """Issuer expected of JWKS-signed tokens: Better Auth uses its base URL."""
-        return self.jwt_issuer or self.better_auth_url
-
-    @property
-    def jwks_audience(self) -> str | None:
-        return self.jwt_audience or self.better_auth_url

@@ -216,6 +216,19 @@ def test_localhost_is_not_127_0_0_1(client: TestClient, issuer: Issuer) -> None:
     assert_401(client.get(TASKS, headers=bearer(token)), "Token issuer is not accepted")
 
 
+@pytest.mark.parametrize("configured_slash", [False, True])
+def test_a_trailing_slash_on_the_base_url_is_tolerated(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    issuer: Issuer,
+    configured_slash,
+) -> None:
+    client = make_client(make_settings(better_auth_url=issuer.url + ("/" if configured_slash else "")))
+    for spelling in (issuer.url, issuer.url + "/"):
+        token = issuer.token(sub=USER, iss=spelling, aud=spelling)
+        assert client.get(TASKS, headers=bearer(token)).status_code == 200
+
+
 def test_wrong_audience_is_401(client: TestClient, issuer: Issuer) -> None:
     token = issuer.token(sub=USER, aud="https://another-app.example")
     assert_401(client.get(TASKS, headers=bearer(token)), "Token audience is not accepted")
