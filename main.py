@@ -2,20 +2,23 @@
 
 import json
 import logging
+import math
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI, Request, Security
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db import make_engine, migrate
 from routes import auth, health, tasks
@@ -36,7 +39,76 @@ class AsciiJSONResponse(JSONResponse):
     """JSON that stays encodable whatever the client sent (lone surrogates in echoed input)."""
 
     def render(self, content: object) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with a JSON 413, before reading more of them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await self.too_large()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # a body sent without Content-Length
+                raise HTTPException(413, self.too_large_detail)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    @property
+    def too_large_detail(self) -> str:
+        return f"Request body is larger than {self.limit} bytes"
+
+    def too_large(self) -> JSONResponse:
+        return JSONResponse({"detail": self.too_large_detail}, status_code=413)
+
+
+MAX_ECHO = 100
+
+
+def readable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as JSON: the input echoed short, never a password, always encodable."""
+    readable = []
+    for error in errors:
+        item = {"type": error.get("type"), "loc": [echo(part) for part in error.get("loc", ())]}
+        item["msg"] = error.get("msg")
+        if "input" in error and not any("password" in str(part) for part in error.get("loc", ())):
+            item["input"] = echo(error["input"])
+        readable.append(item)
+    return readable
+
+
+def echo(value: Any, depth: int = 0) -> Any:
+    """A short, JSON-safe copy of what the client sent."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and len(value) <= MAX_ECHO):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else "<a very large number>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return echo(value.decode("utf-8", "replace"), depth)
+    if isinstance(value, str):
+        return value[:MAX_ECHO] + "..."
+    if depth < 2 and isinstance(value, dict):
+        return {str(k)[:MAX_ECHO]: echo(v, depth + 1) for k, v in list(value.items())[:10]}
+    if depth < 2 and isinstance(value, list | tuple):
+        return [echo(v, depth + 1) for v in value[:10]]
+    return f"<{type(value).__name__}>"
 
 
 def load_settings() -> Settings:
@@ -97,7 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(tasks.router, dependencies=schemes)
-    app.add_middleware(
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(  # added last, so it also wraps the body limit's 413
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
@@ -108,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
+        return AsciiJSONResponse(status_code=422, content={"detail": readable_errors(exc.errors())})
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

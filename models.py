@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import uuid4
 
-from pydantic import AfterValidator, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, StrictBool, StringConstraints, model_validator
 from sqlalchemy import BigInteger, DateTime, Index, Integer, TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
@@ -64,7 +64,8 @@ ID_MAX = 2**63 - 1
 class TaskBase(SQLModel):
     title: Title = Field(max_length=TITLE_MAX)
     description: Description | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    completed: bool = False
+    # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
+    completed: StrictBool = False
 
 
 class Task(TaskBase, table=True):
@@ -108,7 +109,7 @@ class TaskUpdate(TaskInput, TaskBase):
 class TaskPatch(TaskInput):
     title: Title | None = None
     description: Description | None = None
-    completed: bool | None = None
+    completed: StrictBool | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> "TaskPatch":
@@ -121,7 +122,7 @@ class TaskPatch(TaskInput):
 
 
 class TaskCompletion(TaskInput):
-    completed: bool
+    completed: StrictBool
 
 
 class ErrorDetail(SQLModel):
@@ -190,9 +191,11 @@ class UserLogin(SQLModel):
 
     # Not format-checked: an unknown or malformed email is the same 401 as a wrong password.
     email: Annotated[
-        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=254)
+        str,
+        StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=254),
+        AfterValidator(storable_text),
     ]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)]
 
 
 class UserPublic(UserBase):

@@ -22,12 +22,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
-from models import RevokedToken
+from models import RevokedToken, storable_text
 from settings import ASYMMETRIC_ALGORITHMS, Settings
 
 log = logging.getLogger("todo.security")
 
 MAX_TOKEN_BYTES = 8 * 1024
+MAX_SUBJECT_LENGTH = 255  # task.user_id
+MAX_JTI_LENGTH = 64  # revoked_token.jti
 MAX_JWKS_BYTES = 1024 * 1024
 ACCEPTED_TYPES = {None, "jwt", "at+jwt", "application/at+jwt"}
 SESSION_CACHE_AUDIENCE = "better-auth:session-cache"
@@ -59,8 +61,7 @@ class Principal:
 
     @property
     def jti(self) -> str | None:
-        jti = self.claims.get("jti")
-        return jti if isinstance(jti, str) else None
+        return self.claims.get("jti")
 
 
 class JWKSCache:
@@ -202,7 +203,7 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise AuthError("Token is malformed") from None
         alg = header.get("alg")
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthError("Token algorithm is not accepted")
         if alg != "HS256" and self.jwks is None:
             raise AuthError("Token algorithm is not accepted")
@@ -252,16 +253,30 @@ class TokenVerifier:
         aud = claims.get("aud")
         if aud == SESSION_CACHE_AUDIENCE or (isinstance(aud, list) and SESSION_CACHE_AUDIENCE in aud):
             raise AuthError("Token type is not an access token")
+        jti = claims.get("jti")
+        if jti is not None and not (isinstance(jti, str) and usable_id(jti, MAX_JTI_LENGTH)):
+            raise AuthError("Token has an unusable jti")
         return Principal(self.subject(claims), claims)
 
     def subject(self, claims: dict[str, Any]) -> str:
         for name in self.subject_claims:
             if name in claims:
                 value = claims[name]
-                if isinstance(value, str) and 0 < len(value) <= 255 and value.strip() == value:
+                if isinstance(value, str) and usable_id(value, MAX_SUBJECT_LENGTH):
                     return value
                 break
         raise AuthError("Token has no usable subject")
+
+
+def usable_id(value: str, max_length: int) -> bool:
+    """An id the database can store and compare: not blank or padded, no NUL, valid Unicode."""
+    if not 0 < len(value) <= max_length or value.strip() != value:
+        return False
+    try:
+        storable_text(value)
+    except ValueError:
+        return False
+    return True
 
 
 def mint_token(
@@ -341,7 +356,11 @@ class RevocationList:
 
 
 class FailureLimiter:
-    """Counts failures per key in a sliding window (in memory, per process)."""
+    """Counts failed attempts per key in a sliding window (in memory, per process).
+
+    An attempt is counted when it starts, before the slow password check, so that guesses sent
+    in parallel cannot all slip past the limit; a successful one is forgiven afterwards.
+    """
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
@@ -349,17 +368,22 @@ class FailureLimiter:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until `key` may try again, or None when it may try now."""
+    def attempt(self, key: str) -> int | None:
+        """Count an attempt for `key`; if it is over the limit, the seconds to wait instead."""
         with self._lock:
-            failures = self._prune(key, time.monotonic())
-            if len(failures) < self.limit:
-                return None
-            return max(1, int(failures[0] + self.window - time.monotonic()) + 1)
+            now = time.monotonic()
+            failures = self._prune(key, now)
+            if len(failures) >= self.limit:
+                return max(1, int(failures[0] + self.window - now) + 1)
+            failures.append(now)
+            return None
 
-    def failed(self, key: str) -> None:
+    def forgive(self, key: str) -> None:
+        """Take back the last attempt counted for `key` (it succeeded, or was not made)."""
         with self._lock:
-            self._prune(key, time.monotonic()).append(time.monotonic())
+            failures = self._failures.get(key)
+            if failures:
+                failures.pop()
 
     def reset(self, key: str) -> None:
         with self._lock:

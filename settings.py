@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(900, ge=1)
 
     # HTTP
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
 
     @field_validator("log_level", mode="before")

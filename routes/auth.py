@@ -65,13 +65,13 @@ def register(account: UserRegister, session: SessionDep, request: Request) -> Us
 async def login_credentials(request: Request) -> UserLogin:
     """JSON `{email, password}`, or the OAuth2 password form that Swagger's Authorize sends."""
     data: Any
-    if request.headers.get("content-type", "").startswith(FORM_TYPES):
+    if request.headers.get("content-type", "").lower().startswith(FORM_TYPES):
         form = await request.form()
         data = {"email": form.get("username"), "password": form.get("password")}
     else:
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 "Send JSON {email, password} or an OAuth2 password form (username, password)",
@@ -96,14 +96,19 @@ def login(
     credentials: Annotated[UserLogin, Depends(login_credentials)], session: SessionDep, request: Request
 ) -> TokenResponse:
     state = request.app.state
-    keys = (f"email:{credentials.email}", f"client:{request.client.host if request.client else '-'}")
-    limiters = (state.email_limiter, state.client_limiter)
-    waits = [wait for limiter, key in zip(limiters, keys, strict=True) if (wait := limiter.retry_after(key))]
-    if waits:
+    email_key = f"email:{credentials.email}"
+    client_key = f"client:{request.client.host if request.client else '-'}"
+    # Counted before the password check, so parallel guesses cannot overrun the limits.
+    wait = state.email_limiter.attempt(email_key)
+    if wait is None:
+        wait = state.client_limiter.attempt(client_key)
+        if wait is not None:
+            state.email_limiter.forgive(email_key)
+    if wait is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed logins; try again later",
-            headers={"Retry-After": str(max(waits))},
+            headers={"Retry-After": str(wait)},
         )
     user = session.exec(select(User).where(User.email == credentials.email)).first()
     # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
@@ -111,8 +116,6 @@ def login(
         credentials.password, user.password_hash if user else state.dummy_hash
     )
     if user is None or not valid:
-        for limiter, key in zip(limiters, keys, strict=True):
-            limiter.failed(key)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Incorrect email or password", headers=UNAUTHORIZED_HEADERS
         )
@@ -120,7 +123,8 @@ def login(
         user.password_hash = new_hash
         session.add(user)
         session.commit()
-    state.email_limiter.reset(keys[0])
+    state.email_limiter.reset(email_key)
+    state.client_limiter.forgive(client_key)
     token, expires_in = mint_token(state.settings, user.id)
     return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
 
@@ -152,5 +156,6 @@ def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -
             "This token has no jti and cannot be revoked here; sign out where it was issued",
         )
     # Kept until the token would have expired anyway (clamped for absurd `exp` values).
-    expires_at = datetime.fromtimestamp(min(float(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
+    # (the token passed verification, so int() of its `exp` works, as it did there)
+    expires_at = datetime.fromtimestamp(min(int(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
     request.app.state.revocations.revoke(session, principal.jti, expires_at)

@@ -29,3 +29,8 @@ def ready(request: Request) -> dict[str, str]:
             headers={"Retry-After": "5"},
         ) from None
     return {"status": "ok", "database": "ok"}
+
+
+# HEAD too, for load balancers that probe with it (undocumented twins of the GETs above).
+router.add_api_route("", alive, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)

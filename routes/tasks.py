@@ -2,6 +2,7 @@
 
 from functools import cache
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from sqlalchemy import Boolean, ColumnElement, Integer, String, bindparam, case, delete, func, not_, update
@@ -172,9 +173,24 @@ def sort_order(sort: str | None, order: str | None) -> tuple[str, bool]:
     return field, order == "desc"
 
 
+def request_url(request: Request) -> str:
+    """The URL of this request without its query, percent-encoded as the client sent it.
+
+    Built from the raw path: the decoded one may hold characters (non-ASCII, `?`) that a user id
+    can contain but a header or a URL cannot carry as they are.
+    """
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(request.scope["path"])
+    return f"{request.url.scheme}://{request.url.netloc}{path.rstrip('/')}"
+
+
 def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
+    base = request_url(request)
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
+
     def link(rel: str, page_offset: int) -> str:
-        return f'<{request.url.include_query_params(limit=limit, offset=page_offset)}>; rel="{rel}"'
+        query = urlencode([*kept, ("limit", limit), ("offset", page_offset)])
+        return f'<{base}?{query}>; rel="{rel}"'
 
     links = []
     if offset + limit < total:
@@ -206,8 +222,9 @@ def create_task(
         completed_at=now if task_in.completed else None,
     )
     session.add(task)
+    session.flush()  # the INSERT: gives the id, and nothing is committed if what follows fails
+    response.headers["Location"] = f"{request_url(request)}/{task.id}"
     session.commit()
-    response.headers["Location"] = str(request.url_for("get_task", user_id=user_id, task_id=task.id))
     return task
 
 

@@ -73,8 +73,9 @@ def test_emails_are_unique_ignoring_case(client: TestClient) -> None:
         {"email": "ada@example.com", "password": PASSWORD},
         {"email": "ada@example.com", "password": PASSWORD, "name": "Ada", "role": "admin"},
         {"email": "ada@example.com", "password": "nul\u0000password", "name": "Ada"},
+        {"email": "ada\u0000@example.com", "password": PASSWORD, "name": "Ada"},
     ],
-    ids=["short", "long", "no-at", "no-dot", "blank-name", "no-name", "extra-field", "nul"],
+    ids=["short", "long", "no-at", "no-dot", "blank-name", "no-name", "extra-field", "nul", "nul-email"],
 )
 def test_invalid_registration_is_422(client: TestClient, body: dict) -> None:
     assert client.post("/auth/register", json=body).status_code == 422
@@ -154,6 +155,8 @@ def test_bad_credentials_give_the_same_401(client: TestClient, email: str, passw
         (b'{"email": "a@b.io"}', "application/json"),
         (b"[]", "application/json"),
         (b"username=a%40b.io", "application/x-www-form-urlencoded"),
+        (b'{"email": "a\\u0000@b.io", "password": "x"}', "application/json"),
+        (b"[" * 60_000, "application/json"),
     ],
 )
 def test_malformed_login_is_422(client: TestClient, content: bytes, content_type: str) -> None:
@@ -189,6 +192,20 @@ def test_repeated_failures_for_one_email_are_throttled(
     assert blocked.status_code == 429
     assert 0 < int(blocked.headers["Retry-After"]) <= 900
     assert login(client, email="other@example.com")["user"]["email"] == "other@example.com"
+
+
+def test_parallel_guesses_cannot_overrun_the_limit(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(make_settings(login_max_failures_per_email=5, login_max_failures_per_client=100))
+    register(client)
+    wrong = {"email": "ada@example.com", "password": "wrong password"}
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: client.post("/auth/login", json=wrong).status_code, range(30)))
+    assert statuses.count(401) == 5
+    assert statuses.count(429) == 25
 
 
 def test_repeated_failures_from_one_client_are_throttled(
@@ -284,6 +301,12 @@ def test_logout_clears_expired_revocations(client: TestClient, settings: Setting
         jtis = connection.execute(text("SELECT jti FROM revoked_token")).scalars().all()
     engine.dispose()
     assert len(jtis) == 1 and jtis[0] != "old"
+
+
+def test_a_token_with_an_absurd_exp_can_still_be_logged_out(client: TestClient) -> None:
+    token = sign({"sub": "alice", "jti": "far-future"}, lifetime=10**400)
+    assert client.post("/auth/logout", headers=bearer(token)).status_code == 204
+    assert client.get("/api/alice/tasks", headers=bearer(token)).status_code == 401
 
 
 def test_tokens_without_jti_cannot_be_logged_out(client: TestClient) -> None:

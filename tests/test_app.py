@@ -309,3 +309,51 @@ def test_migrations_match_the_models(settings: Settings) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
     engine.dispose()
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/ready"])
+def test_probes_answer_head(client: TestClient, path: str) -> None:
+    assert client.head(path).status_code == 200
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    headers = {**bearer(sign({"sub": "alice"})), "Content-Type": "application/json"}
+    body = b'{"title": "x", "description": "' + b"y" * 70_000 + b'"}'
+    response = client.post("/api/alice/tasks", content=body, headers=headers)
+    assert response.status_code == 413
+    assert "detail" in response.json()
+
+
+def test_validation_errors_echo_input_short_and_safe(client: TestClient) -> None:
+    headers = {**bearer(sign({"sub": "alice"})), "Content-Type": "application/json"}
+    long_title = client.post("/api/alice/tasks", json={"title": "x" * 5000}, headers=headers)
+    assert long_title.status_code == 422
+    assert len(long_title.content) < 1000
+    not_a_number = client.post(
+        "/api/alice/tasks", content=b'{"title": "t", "completed": NaN}', headers=headers
+    )
+    assert not_a_number.status_code == 422
+    not_a_number.json()  # strict JSON: no bare NaN/Infinity
+    assert "NaN" not in not_a_number.text.replace('"NaN"', "").replace('"nan"', "")
+    password = client.post("/auth/register", json={"email": "a@b.io", "password": "pw-1x7q", "name": "A"})
+    assert password.status_code == 422
+    assert "pw-1x7q" not in password.text
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "content_type"),
+    [
+        ("/auth/register", b"\xff\xfe", "text/plain"),
+        ("/auth/register", b"\xff\xfe", "application/json"),
+        ("/auth/login", b"[" * 100_000, "application/json"),
+        ("/auth/login", b"\xff\xfe", "text/plain"),
+        ("/api/alice/tasks", b"\xff\xfe", "text/plain"),
+        ("/api/alice/tasks", b"[" * 60_000, "application/json"),
+    ],
+    ids=["register-bytes", "register-bad-utf8", "login-deep", "login-bytes", "task-bytes", "task-deep"],
+)
+def test_unreadable_bodies_are_4xx(client: TestClient, path: str, content: bytes, content_type: str) -> None:
+    headers = {**bearer(sign({"sub": "alice"})), "Content-Type": content_type}
+    response = client.post(path, content=content, headers=headers)
+    assert 400 <= response.status_code < 500
+    assert "detail" in response.json()

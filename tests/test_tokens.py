@@ -117,6 +117,12 @@ def test_tampered_signature_is_401(client: TestClient) -> None:
     assert_401(client.get(TASKS, headers=bearer(f"{head}.{payload}.{flipped}")))
 
 
+@pytest.mark.parametrize("alg", [["HS256"], {"name": "HS256"}, None, 256])
+def test_alg_that_is_not_a_name_is_401(client: TestClient, alg: object) -> None:
+    token = f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64({'sub': 'alice', 'exp': int(time.time()) + 900})}.sig"
+    assert_401(client.get(TASKS, headers=bearer(token)), "Token algorithm is not accepted")
+
+
 def test_alg_none_is_401(client: TestClient) -> None:
     unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': 'alice', 'exp': int(time.time()) + 900})}."
     assert_401(client.get(TASKS, headers=bearer(unsigned)), "Token algorithm is not accepted")
@@ -140,8 +146,18 @@ def test_oversized_token_is_401(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "claims",
-    [{}, {"sub": ""}, {"sub": 42}, {"sub": None}, {"sub": ["alice"]}, {"sub": " alice"}, {"sub": "x" * 256}],
-    ids=["none", "empty", "number", "null", "list", "padded", "too-long"],
+    [
+        {},
+        {"sub": ""},
+        {"sub": 42},
+        {"sub": None},
+        {"sub": ["alice"]},
+        {"sub": " alice"},
+        {"sub": "x" * 256},
+        {"sub": "a\u0000b"},
+        {"sub": "a\ud800b"},
+    ],
+    ids=["none", "empty", "number", "null", "list", "padded", "too-long", "nul", "surrogate"],
 )
 def test_token_without_a_usable_subject_is_401(client: TestClient, claims: dict) -> None:
     assert_401(client.get(TASKS, headers=bearer(sign(claims))), "Token has no usable subject")
@@ -190,6 +206,28 @@ def test_configured_issuer_and_audience_apply_to_hs256(
     assert_401(client.get(TASKS, headers=bearer(wrong_aud)), "Token audience is not accepted")
     missing = sign({"sub": "alice"})
     assert_401(client.get(TASKS, headers=bearer(missing)))
+
+
+@pytest.mark.parametrize("jti", ["x" * 65, "", "a\u0000b", 42])
+def test_unusable_jti_is_401(client: TestClient, jti: object) -> None:
+    assert_401(client.get(TASKS, headers=bearer(sign({"sub": "alice", "jti": jti}))))
+
+
+@pytest.mark.parametrize("user_id", ["日本語", "a?b", "100%", "x y", "ünï", "a#b"])
+def test_any_subject_works_in_paths_and_headers(client: TestClient, user_id: str) -> None:
+    from urllib.parse import quote
+
+    headers = bearer(sign({"sub": user_id}))
+    base = f"/api/{quote(user_id, safe='')}/tasks"
+    created = client.post(base, json={"title": "first"}, headers=headers)
+    assert created.status_code == 201
+    assert created.json()["user_id"] == user_id
+    assert client.get(created.headers["Location"], headers=headers).json() == created.json()
+    client.post(base, json={"title": "second"}, headers=headers)
+    page = client.get(f"{base}?limit=1", headers=headers)
+    assert page.status_code == 200
+    second_page = client.get(page.links["next"]["url"], headers=headers)
+    assert [t["title"] for t in second_page.json()] == ["first"]
 
 
 def test_refused_token_stores_nothing(client: TestClient, alice: dict) -> None:
