@@ -195,10 +195,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request_id,
             exc_info=exc,
         )
+        headers = {"X-Request-ID": request_id}
+        # This handler runs outside the CORS middleware: repeat its headers, so that a browser
+        # lets the frontend read the error instead of reporting a CORS failure.
+        origin = request.headers.get("origin")
+        if origin in settings.cors_origins:
+            headers |= {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Expose-Headers": "X-Request-ID",
+                "Vary": "Origin",
+            }
         return JSONResponse(
             status_code=500,
             content={"detail": "Internal server error", "request_id": request_id},
-            headers={"X-Request-ID": request_id},
+            headers=headers,
         )
 
     return app

@@ -73,8 +73,9 @@ def test_a_bug_is_a_generic_500_logged_with_a_request_id(
         raise RuntimeError("SELECT secret FROM internals")
 
     with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
-        response = client.get("/boom", headers={"X-Request-ID": "req-123"})
+        response = client.get("/boom", headers={"X-Request-ID": "req-123", "Origin": "http://localhost:3000"})
     assert response.status_code == 500
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert response.json() == {"detail": "Internal server error", "request_id": "req-123"}
     assert "SELECT" not in response.text and "Traceback" not in response.text
     assert any("req-123" in record.getMessage() for record in caplog.records)
