@@ -44,11 +44,7 @@ async def current_principal(request: Request) -> Principal:
         header = verifier.header(token)
         key = None
         if header["alg"] != "HS256":
-            assert verifier.jwks is not None
-            kid = header.get("kid")
-            key = verifier.jwks.cached_key(kid, header["alg"])
-            if key is None:
-                key = await to_thread.run_sync(verifier.jwks.resolve_key, kid, header["alg"])
+            key = verifier.cached_key(header) or await to_thread.run_sync(verifier.resolve_key, header)
         principal = verifier.decode(token, header, key)
     except AuthError as exc:
         raise unauthorized(exc.detail) from None

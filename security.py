@@ -215,6 +215,16 @@ class TokenVerifier:
             raise AuthError("Token is malformed")
         return header
 
+    def cached_key(self, header: dict[str, Any]) -> jwt.PyJWK | None:
+        """The JWKS key for an asymmetric token if memory has it fresh; else `resolve_key` must run."""
+        assert self.jwks is not None  # header() refuses asymmetric tokens without a JWKS
+        return self.jwks.cached_key(header.get("kid"), header["alg"])
+
+    def resolve_key(self, header: dict[str, Any]) -> jwt.PyJWK:
+        """The JWKS key for an asymmetric token, fetching if needed. Blocking: use a worker thread."""
+        assert self.jwks is not None
+        return self.jwks.resolve_key(header.get("kid"), header["alg"])
+
     def decode(self, token: str, header: dict[str, Any], key: jwt.PyJWK | None) -> Principal:
         """Verify signature and claims. `key` is the JWKS key, or None for HS256."""
         issuer: str | list[str] | None

@@ -15,26 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bench import BENCH_SECRET
 from db import make_engine, migrate
 from main import create_app
 from settings import Settings
+from tests.support import TEST_SECRET as BENCH_SECRET
+from tests.support import base_settings as bench_settings
 
 USER = "alice"
-
-
-def bench_settings(database_url: str, **overrides: Any) -> Settings:
-    """Settings as the test suite builds them: no `.env`, cheap password hashes."""
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "better_auth_secret": BENCH_SECRET,
-        "environment": "test",
-        "auto_migrate": False,
-        "password_hash_time_cost": 1,
-        "password_hash_memory_kib": 1024,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @contextmanager

@@ -83,13 +83,7 @@ def jwks_server(keys: list[dict[str, Any]]) -> Iterator[JWKSServer]:
 def verify(verifier: TokenVerifier, token: str) -> Principal:
     """What the request dependency does before the revocation check, minus the worker-thread hop."""
     header = verifier.header(token)
-    key = None
-    if header["alg"] != "HS256":
-        assert verifier.jwks is not None
-        kid = header.get("kid")
-        key = verifier.jwks.cached_key(kid, header["alg"])
-        if key is None:
-            key = verifier.jwks.resolve_key(kid, header["alg"])
+    key = None if header["alg"] == "HS256" else verifier.cached_key(header) or verifier.resolve_key(header)
     return verifier.decode(token, header, key)
 
 

@@ -1,26 +1,24 @@
 """Fixtures that build real apps on real databases: SQLite always, PostgreSQL when asked."""
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from support import TEST_SECRET, base_settings, bearer, sign
 
-TEST_SECRET = "test-secret-" + "x" * 60
 # The module-level app in main.py reads the environment at import; keep it off any local .env.
 os.environ["BETTER_AUTH_SECRET"] = TEST_SECRET
 os.environ["ENVIRONMENT"] = "test"
 os.environ["DATABASE_URL"] = "sqlite://"
 
-from db import make_engine, migrate  # noqa: E402
-from main import create_app  # noqa: E402
-from settings import Settings  # noqa: E402
+from db import make_engine, migrate
+from main import create_app
+from settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
@@ -30,20 +28,6 @@ TABLES = ("task", "revoked_token", "users")
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI") and not TEST_DATABASE_URL:
         raise pytest.UsageError("CI must set TEST_DATABASE_URL: the PostgreSQL leg is not optional there")
-
-
-def base_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "better_auth_secret": TEST_SECRET,
-        "environment": "test",
-        "auto_migrate": False,
-        # Cheap hashes keep the suite fast; production uses the Argon2 defaults.
-        "password_hash_time_cost": 1,
-        "password_hash_memory_kib": 1024,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")
@@ -146,17 +130,6 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
     return make_client(settings)
-
-
-def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 900, **headers: Any) -> str:
-    """An HS256 token as a frontend's shared-secret route would mint it."""
-    now = int(time.time())
-    payload = {"iat": now, "exp": now + lifetime, **claims}
-    return jwt.encode(payload, secret, algorithm="HS256", headers=headers or None)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import bearer, sign
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from support import bearer, sign
 
 from db import make_engine
 from settings import Settings

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from conftest import base_settings, bearer, sign
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from support import base_settings, bearer, sign
 
 from db import ROOT, alembic_config, make_engine, migrate
 from settings import Settings

@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import bearer, sign
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 from jwks_server import ALGORITHMS, Issuer, SigningKey, generate_key
+from support import bearer, sign
 
 from settings import Settings
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import jwt
 import pytest
-from conftest import TEST_SECRET, bearer, sign
 from fastapi.testclient import TestClient
+from support import TEST_SECRET, bearer, sign
 
 from settings import Settings
 

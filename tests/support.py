@@ -1,0 +1,36 @@
+"""Helpers shared by the tests and the benchmarks: settings for a throwaway app, and tokens."""
+
+import time
+from typing import Any
+
+import jwt
+
+from settings import Settings
+
+TEST_SECRET = "test-secret-" + "x" * 60
+
+
+def base_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a throwaway app: no `.env`, the test secret, no start-up migration."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "better_auth_secret": TEST_SECRET,
+        "environment": "test",
+        "auto_migrate": False,
+        # Cheap hashes keep the suite fast; production uses the Argon2 defaults.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 900, **headers: Any) -> str:
+    """An HS256 token as a frontend's shared-secret route would mint it."""
+    now = int(time.time())
+    payload = {"iat": now, "exp": now + lifetime, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256", headers=headers or None)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
