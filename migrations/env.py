@@ -1,5 +1,7 @@
 """Alembic environment: runs on the service's own engine, or one built from DATABASE_URL."""
 
+from logging.config import fileConfig
+
 from alembic import context
 from sqlalchemy import text
 from sqlmodel import SQLModel
@@ -32,7 +34,9 @@ if context.is_offline_mode():
 connection = context.config.attributes.get("connection")
 if connection is not None:
     run(connection)
-else:
+else:  # the alembic command line (`make migrate`): say what it does
+    if context.config.config_file_name:
+        fileConfig(context.config.config_file_name, disable_existing_loggers=False)
     engine = make_engine(Settings())
     with engine.begin() as connection:
         run(connection)

@@ -155,7 +155,7 @@ def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -
             status.HTTP_400_BAD_REQUEST,
             "This token has no jti and cannot be revoked here; sign out where it was issued",
         )
-    # Kept until the token would have expired anyway (clamped for absurd `exp` values).
-    # (the token passed verification, so int() of its `exp` works, as it did there)
+    # Kept until the token would have expired anyway. int() of `exp` worked in verification;
+    # absurd values are clamped to what a timestamp can hold.
     expires_at = datetime.fromtimestamp(min(int(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
     request.app.state.revocations.revoke(session, principal.jti, expires_at)
