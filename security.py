@@ -34,7 +34,7 @@ MAX_JWKS_BYTES = 1024 * 1024
 ACCEPTED_TYPES = {None, "jwt", "at+jwt", "application/at+jwt"}
 SESSION_CACHE_AUDIENCE = "better-auth:session-cache"
 # What each key type may sign, for JWKS entries that do not name their `alg`.
-KEY_ALGORITHMS = {
+KEY_ALGORITHMS: dict[tuple[Any, Any], set[str]] = {
     ("OKP", "Ed25519"): {"EdDSA"},
     ("EC", "P-256"): {"ES256"},
     ("EC", "P-521"): {"ES512"},
@@ -229,6 +229,7 @@ class TokenVerifier:
         """Verify signature and claims. `key` is the JWKS key, or None for HS256."""
         issuer: str | list[str] | None
         audience: str | list[str] | None
+        signing_key: str | jwt.PyJWK
         if header["alg"] == "HS256":
             issuer, audience, signing_key = self.hs_issuer, self.hs_audience, self.secret
         else:

@@ -47,17 +47,18 @@ MAX_OFFSET = 2**31 - 1
 
 # Statements are built once per shape (and cached); a request only binds its values.
 NOW = bindparam("now", type_=UTCDateTime)
-EDITABLE = {
+NEW_COMPLETED = bindparam("new_completed", type_=Boolean)
+EDITABLE: dict[str, Any] = {
     "title": bindparam("new_title", type_=String),
     "description": bindparam("new_description", type_=String),
-    "completed": bindparam("new_completed", type_=Boolean),
+    "completed": NEW_COMPLETED,
 }
 TOGGLED = {
     "completed": not_(col(Task.completed)),
     "completed_at": case((col(Task.completed), None), else_=NOW),
 }
 # Completing an already completed task keeps its original completion time.
-COMPLETED_AT = case((EDITABLE["completed"], func.coalesce(col(Task.completed_at), NOW)), else_=None)
+COMPLETED_AT = case((NEW_COMPLETED, func.coalesce(col(Task.completed_at), NOW)), else_=None)
 DELETE_TASK = delete(Task).where(*OWNED_TASK)
 
 
