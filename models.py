@@ -146,23 +146,23 @@ class RevokedToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
+def email_address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
+        raise ValueError("must be an email address")
+    return value
+
+
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, min_length=3, max_length=254),
     AfterValidator(storable_text),
-    AfterValidator(lambda v: _check_email(v)),
+    AfterValidator(email_address),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(storable_text)]
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(storable_text)
 ]
-
-
-def _check_email(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
-        raise ValueError("must be an email address")
-    return value
 
 
 class UserBase(SQLModel):
