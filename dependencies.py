@@ -79,8 +79,9 @@ UserId = Annotated[str, Depends(path_user)]
 TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id")]
 
 
-# Built once: "this user's task by id", with the values bound per request (`task`, `owner`).
-OWNED_TASK = (col(Task.id) == bindparam("task"), col(Task.user_id) == bindparam("owner"))
+# Built once: "this user's (task)", with the values bound per request (`owner`, `task`).
+OWNED_BY = col(Task.user_id) == bindparam("owner")
+OWNED_TASK = (col(Task.id) == bindparam("task"), OWNED_BY)
 TASK_BY_ID = select(Task).where(*OWNED_TASK)
 
 

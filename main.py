@@ -48,6 +48,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.detail = f"Request body is larger than {limit} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +56,7 @@ class BodyLimit:
             return
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
-            await self.too_large()(scope, receive, send)
+            await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
             return
         received = 0
 
@@ -64,17 +65,10 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:  # a body sent without Content-Length
-                raise HTTPException(413, self.too_large_detail)
+                raise HTTPException(413, self.detail)
             return message
 
         await self.app(scope, limited_receive, send)
-
-    @property
-    def too_large_detail(self) -> str:
-        return f"Request body is larger than {self.limit} bytes"
-
-    def too_large(self) -> JSONResponse:
-        return JSONResponse({"detail": self.too_large_detail}, status_code=413)
 
 
 MAX_ECHO = 100

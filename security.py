@@ -31,6 +31,7 @@ MAX_TOKEN_BYTES = 8 * 1024
 MAX_SUBJECT_LENGTH = 255  # task.user_id
 MAX_JTI_LENGTH = 64  # revoked_token.jti
 MAX_JWKS_BYTES = 1024 * 1024
+SWEEP_ABOVE = 10_000  # login limiter keys kept before expired ones are swept
 ACCEPTED_TYPES = {None, "jwt", "at+jwt", "application/at+jwt"}
 SESSION_CACHE_AUDIENCE = "better-auth:session-cache"
 # What each key type may sign, for JWKS entries that do not name their `alg`.
@@ -377,6 +378,7 @@ class FailureLimiter:
         self.limit = limit
         self.window = window
         self._failures: dict[str, deque[float]] = {}
+        self._sweep_above = SWEEP_ABOVE
         self._lock = threading.Lock()
 
     def attempt(self, key: str) -> int | None:
@@ -401,13 +403,22 @@ class FailureLimiter:
             self._failures.pop(key, None)
 
     def _prune(self, key: str, now: float) -> deque[float]:
+        if len(self._failures) > self._sweep_above:
+            self._sweep(now)
         failures = self._failures.setdefault(key, deque())
         while failures and failures[0] <= now - self.window:
             failures.popleft()
-        if len(self._failures) > 100_000:  # bound memory under a flood of distinct keys
-            for stale in [k for k, v in self._failures.items() if not v and k != key]:
-                del self._failures[stale]
         return failures
+
+    def _sweep(self, now: float) -> None:
+        """Drop keys with no failure left in the window: bounds memory under a flood of keys.
+
+        The next sweep waits until the table has doubled, so the cost stays constant per call.
+        """
+        cutoff = now - self.window
+        for key in [k for k, v in self._failures.items() if not v or v[-1] <= cutoff]:
+            del self._failures[key]
+        self._sweep_above = max(SWEEP_ABOVE, 2 * len(self._failures))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,16 @@ from sqlalchemy import Boolean, ColumnElement, Integer, String, bindparam, case,
 from sqlmodel import Session, col, select
 
 from db import SessionDep
-from dependencies import OWNED_TASK, TOKEN_ERRORS, OwnedTask, TaskId, UserId, find_task, task_not_found
+from dependencies import (
+    OWNED_BY,
+    OWNED_TASK,
+    TOKEN_ERRORS,
+    OwnedTask,
+    TaskId,
+    UserId,
+    find_task,
+    task_not_found,
+)
 from models import (
     ErrorDetail,
     Task,
@@ -63,7 +72,7 @@ DELETE_TASK = delete(Task).where(*OWNED_TASK)
 
 
 def owner_filter(*, by_completion: bool = False) -> list[ColumnElement[bool]]:
-    filters = [col(Task.user_id) == bindparam("owner")]
+    filters = [OWNED_BY]
     if by_completion:
         filters.append(col(Task.completed) == bindparam("completed", type_=Boolean))
     return filters
