@@ -31,7 +31,7 @@ bench: install-dev
 	$(BIN)/python -m bench
 
 token: install
-	@$(BIN)/python security.py $(or $(USER_ID),$(error usage: make token USER_ID=alice))
+	@$(BIN)/python tokens.py $(or $(USER_ID),$(error usage: make token USER_ID=alice))
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev

@@ -1,22 +1,30 @@
-"""The database engine, its migrations and the per-request session."""
+"""The database: the engine, its migrations, and sessions with one worker-thread hop per request."""
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from anyio import to_thread
-from fastapi import Depends, Request
-from sqlalchemy import Engine, event, make_url
+from sqlalchemy import Engine, event, exc, make_url
 from sqlmodel import Session, create_engine
 
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def make_engine(settings: Settings) -> Engine:
+    """An autocommit engine: every request is one statement, atomic on its own.
+
+    Autocommit spares a read the BEGIN and ROLLBACK round trips that a transaction would cost,
+    and a single-statement write its COMMIT. Work of several statements that must stand or
+    fall together opens a transaction explicitly (see `migrate`).
+    """
     if settings.is_sqlite:
         in_memory = make_url(settings.database_url).database in (None, "", ":memory:")
         # Keep every connection of a file database: opening one costs more than a query.
@@ -24,29 +32,33 @@ def make_engine(settings: Settings) -> Engine:
             {}
             if in_memory
             else {
-                "pool_size": settings.db_pool_size + settings.db_max_overflow,
+                "pool_size": settings.pool_capacity,
                 "max_overflow": 0,
                 "pool_timeout": settings.db_pool_timeout,
             }
         )
         engine = create_engine(
             settings.database_url,
+            isolation_level="AUTOCOMMIT",
             # Sessions are used from FastAPI's threadpool; each request gets its own connection.
             connect_args={"check_same_thread": False, "timeout": 30},
             **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
-        # Serverless PostgreSQL (Neon) drops idle connections: test each one before use
-        # and recycle them before the server does.
-        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",
+        # Neon drops idle connections: recycle them before it does, and test only those that sat
+        # idle for a while (see `_ping_after_idle`), not every checkout.
+        pool_pre_ping=False,
         pool_recycle=settings.db_pool_recycle,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
     )
+    _ping_after_idle(engine, settings.db_ping_after_idle_seconds)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,6 +70,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """Test a pooled connection before use only if it sat idle longer than `idle_seconds`.
+
+    A connection in steady use costs no extra round trip; one left idle (when Neon may have
+    suspended the compute or its pooler closed it) is tested with `SELECT 1`, and a dead one is
+    replaced before the request's statement runs. Raising DisconnectionError makes the pool
+    discard it and check out (or open) another.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as error:
+            raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
+
+
 def alembic_config() -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
@@ -65,29 +103,43 @@ def alembic_config() -> Config:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to `revision` with the Alembic migrations."""
+    """Bring the schema up to `revision` with the Alembic migrations, in one transaction."""
+    _alembic(engine, command.upgrade, revision)
+
+
+def migrate_down(engine: Engine, revision: str) -> None:
+    """Take the schema back down to `revision` (`base`: no tables), in one transaction."""
+    _alembic(engine, command.downgrade, revision)
+
+
+def _alembic(engine: Engine, action: Callable[[Config, str], None], revision: str) -> None:
     config = alembic_config()
-    with engine.begin() as connection:
+    # The engine autocommits; migrations need a real transaction, on this connection only.
+    level = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    with engine.connect().execution_options(isolation_level=level) as connection, connection.begin():
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        action(config, revision)
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session per request, used by the sync handlers in the threadpool.
+class Database:
+    """Runs the data work of a request in a worker thread, in a session of its own.
 
-    Opening a session does no I/O, and closing one after a commit does none either, so both run
-    on the event loop; only a session still in a transaction (a read) is closed in a thread,
-    since returning its connection rolls back over the network.
+    One hop per request: the handler stays on the event loop and hands its whole unit of work
+    (a function of the session) to one thread. The thread pool is sized to the connection pool
+    (see `size_thread_pool`), so a thread never waits for a connection.
     """
-    # expire_on_commit=False: a committed row is returned as is, without a second SELECT.
-    session = Session(request.app.state.engine, expire_on_commit=False)
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await to_thread.run_sync(session.close)
-        else:
-            session.close()
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def in_session() -> T:
+            with Session(self.engine) as session:
+                return work(session, *args, **kwargs)
+
+        return await to_thread.run_sync(in_session)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+def size_thread_pool(settings: Settings) -> None:
+    """As many worker threads as pooled connections: call from the running event loop."""
+    to_thread.current_default_thread_limiter().total_tokens = settings.pool_capacity

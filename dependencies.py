@@ -1,15 +1,75 @@
-"""Who is asking and whether they may: the bearer token, its user, the path-user check."""
+"""The routes' dependencies: the services they use, who is asking, and whether they may."""
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from anyio import to_thread
 from fastapi import Depends, HTTPException, Path, Request, status
-from sqlalchemy import bindparam
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from db import SessionDep
-from models import ID_MAX, ErrorDetail, Task
-from security import AuthError, KeysUnavailable, Principal, TokenVerifier
+from db import Database
+from passwords import LoginThrottle, PasswordHasher
+from schemas import ErrorDetail
+from settings import Settings
+from tokens import AuthError, KeysUnavailable, Principal, RevocationList, TokenVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the app builds once at start-up and its routes use (main.create_app assembles it)."""
+
+    settings: Settings
+    database: Database
+    verifier: TokenVerifier
+    revocations: RevocationList
+    hasher: PasswordHasher | None = None  # with accounts enabled
+    logins: LoginThrottle | None = None
+
+
+def services(request: Request) -> Services:
+    """The one typed way to the app's services; routes take them as the dependencies below."""
+    return request.app.state.services
+
+
+async def get_settings(request: Request) -> Settings:
+    return services(request).settings
+
+
+async def get_database(request: Request) -> Database:
+    return services(request).database
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the sync handlers (accounts); in autocommit, closing one does no I/O."""
+    with Session(services(request).database.engine) as session:
+        yield session
+
+
+async def get_revocations(request: Request) -> RevocationList:
+    return services(request).revocations
+
+
+async def get_hasher(request: Request) -> PasswordHasher:
+    hasher = services(request).hasher
+    assert hasher is not None, "the account routes are mounted only with accounts enabled"
+    return hasher
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    logins = services(request).logins
+    assert logins is not None, "the account routes are mounted only with accounts enabled"
+    return logins
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[Session, Depends(get_session)]
+RevocationsDep = Annotated[RevocationList, Depends(get_revocations)]
+HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+
+
+# --- who is asking --------------------------------------------------------------------------
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -36,16 +96,9 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request) -> Principal:
-    """Verify the bearer token. Async: only key fetches and cache reloads leave the event loop."""
-    token = bearer_token(request)
-    state = request.app.state
-    verifier: TokenVerifier = state.verifier
+    """The verified bearer token. Async: checked on the event loop, with no thread hop."""
     try:
-        header = verifier.header(token)
-        key = None
-        if header["alg"] != "HS256":
-            key = verifier.cached_key(header) or await to_thread.run_sync(verifier.resolve_key, header)
-        principal = verifier.decode(token, header, key)
+        return await services(request).verifier.verify(bearer_token(request))
     except AuthError as exc:
         raise unauthorized(exc.detail) from None
     except KeysUnavailable:
@@ -54,13 +107,6 @@ async def current_principal(request: Request) -> Principal:
             "Token signing keys are unavailable: the issuer cannot be reached",
             headers={"Retry-After": "5"},
         ) from None
-    revocations = state.revocations
-    if principal.jti is not None:
-        if revocations.stale:
-            await to_thread.run_sync(revocations.refresh)
-        if revocations.is_revoked(principal.jti):
-            raise unauthorized("Token has been revoked")
-    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -70,35 +116,10 @@ async def path_user(
     user_id: Annotated[str, Path(min_length=1, max_length=255, description="The token's subject")],
     principal: CurrentPrincipal,
 ) -> str:
+    """The path's user, if it is the token's subject: 403 otherwise."""
     if user_id != principal.user_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may only reach your own tasks")
     return user_id
 
 
 UserId = Annotated[str, Depends(path_user)]
-TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id")]
-
-
-# Built once: "this user's (task)", with the values bound per request (`owner`, `task`).
-OWNED_BY = col(Task.user_id) == bindparam("owner")
-OWNED_TASK = (col(Task.id) == bindparam("task"), OWNED_BY)
-TASK_BY_ID = select(Task).where(*OWNED_TASK)
-
-
-def find_task(session: Session, user_id: str, task_id: int) -> Task:
-    """The user's task, or 404 whether it is missing or someone else's (no existence leak)."""
-    task = session.exec(TASK_BY_ID, params={"task": task_id, "owner": user_id}).first()
-    if task is None:
-        raise task_not_found()
-    return task
-
-
-def owned_task(task_id: TaskId, user_id: UserId, session: SessionDep) -> Task:
-    return find_task(session, user_id, task_id)
-
-
-def task_not_found() -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, "Task not found")
-
-
-OwnedTask = Annotated[Task, Depends(owned_task)]

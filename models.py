@@ -1,15 +1,25 @@
-"""The tables and the request/response models built on them."""
+"""The tables: tasks and their per-user counts, accounts, revoked tokens."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import uuid4
 
-from pydantic import AfterValidator, ConfigDict, StrictBool, StringConstraints, model_validator
 from sqlalchemy import BigInteger, DateTime, Index, Integer, TypeDecorator
 from sqlmodel import Column, Field, SQLModel
 
+# Every constraint and index gets a predictable name, so that later migrations (foreign keys,
+# tag tables) can drop or alter them by name on PostgreSQL and SQLite alike.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
+USER_ID_MAX = 255
 
 
 def utcnow() -> datetime:
@@ -37,104 +47,43 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def storable_text(value: str) -> str:
-    """Refuse text PostgreSQL cannot store: NUL characters and lone surrogates."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
-
-
-Title = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
-    AfterValidator(storable_text),
-]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)]
-Timestamp = Annotated[datetime, Field(sa_type=UTCDateTime)]
-
 # Bigint on PostgreSQL; SQLite needs exactly INTEGER for its rowid primary key.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 ID_MAX = 2**63 - 1
 
 
-class TaskBase(SQLModel):
-    title: Title = Field(max_length=TITLE_MAX)
-    description: Description | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
-    completed: StrictBool = False
-
-
-class Task(TaskBase, table=True):
+class Task(SQLModel, table=True):
+    # One index per list order, each led by the owner, so every page is read in index order
+    # (never sorted): newest first (the default), by update time, by title, and pending/done.
     __table_args__ = (
-        # Serves "this user's tasks, newest first" (and oldest first) straight from the index.
         Index("ix_task_user_created", "user_id", "created_at", "id"),
+        Index("ix_task_user_completed_created", "user_id", "completed", "created_at", "id"),
+        Index("ix_task_user_updated", "user_id", "updated_at", "id"),
+        Index("ix_task_user_title", "user_id", "title", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(ID_TYPE, primary_key=True))
-    user_id: str = Field(max_length=255, nullable=False)
+    user_id: str = Field(max_length=USER_ID_MAX)
+    title: str = Field(max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    completed: bool = False
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
-READ_ONLY_FIELDS = frozenset({"id", "user_id", "created_at", "updated_at", "completed_at"})
+class TaskCount(SQLModel, table=True):
+    """How many tasks each user has, and how many of them are completed.
 
+    Kept in step with `task` by database triggers (migration 0003), in the same statement as the
+    write, so an exact `X-Total-Count` costs one row read however many tasks a user has.
+    """
 
-class TaskInput(SQLModel):
-    """Base of what clients send: unknown fields are refused, read-only ones dropped."""
+    __tablename__ = "task_count"
 
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_read_only(cls, data: Any) -> Any:
-        # A frontend may send back the object it received; its server-owned fields are ignored.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
-        return data
-
-
-class TaskCreate(TaskInput, TaskBase):
-    pass
-
-
-class TaskUpdate(TaskInput, TaskBase):
-    """PUT: a full replacement of the editable fields; what is left out takes its default."""
-
-
-class TaskPatch(TaskInput):
-    title: Title | None = None
-    description: Description | None = None
-    completed: StrictBool | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> "TaskPatch":
-        # Leaving a field out keeps it; sending null for one that cannot be empty is an error.
-        if "title" in self.model_fields_set and self.title is None:
-            raise ValueError("title cannot be null")
-        if "completed" in self.model_fields_set and self.completed is None:
-            raise ValueError("completed cannot be null")
-        return self
-
-
-class TaskCompletion(TaskInput):
-    completed: StrictBool
-
-
-class ErrorDetail(SQLModel):
-    detail: str
-
-
-class TaskPublic(TaskBase):
-    id: int
-    user_id: str
-    completed_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX)
+    total: int = 0
+    completed: int = 0
 
 
 class RevokedToken(SQLModel, table=True):
@@ -146,65 +95,12 @@ class RevokedToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
-def email_address(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
-        raise ValueError("must be an email address")
-    return value
-
-
-Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, to_lower=True, min_length=3, max_length=254),
-    AfterValidator(storable_text),
-    AfterValidator(email_address),
-]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(storable_text)]
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(storable_text)
-]
-
-
-class UserBase(SQLModel):
-    email: Email = Field(max_length=254)
-    name: Name = Field(max_length=100)
-
-
-class User(UserBase, table=True):
+class User(SQLModel, table=True):
     __tablename__ = "users"
 
     id: str = Field(default_factory=lambda: uuid4().hex, primary_key=True, max_length=32)
     # Stored lower-cased, so the unique index makes emails unique case-insensitively.
     email: str = Field(max_length=254, unique=True)
+    name: str = Field(max_length=100)
     password_hash: str = Field(max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
-
-
-class UserRegister(UserBase):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    password: Password
-
-
-class UserLogin(SQLModel):
-    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
-
-    # Not format-checked: an unknown or malformed email is the same 401 as a wrong password.
-    email: Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=254),
-        AfterValidator(storable_text),
-    ]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)]
-
-
-class UserPublic(UserBase):
-    id: str
-    created_at: datetime
-
-
-class TokenResponse(SQLModel):
-    access_token: str
-    token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
-    expires_in: int
-    user: UserPublic

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(10.0, gt=0)
     # Neon closes idle connections after a few minutes; recycle well before that.
     db_pool_recycle: int = Field(240, ge=-1)
+    # PostgreSQL: a pooled connection idle longer than this is tested before use.
+    db_ping_after_idle_seconds: float = Field(10.0, ge=0)
     auto_migrate: bool | None = None
 
     # Tokens
@@ -154,6 +156,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def pool_capacity(self) -> int:
+        """Connections one process may hold at once; also its number of worker threads."""
+        return self.db_pool_size + self.db_max_overflow
 
     @property
     def migrate_on_startup(self) -> bool:

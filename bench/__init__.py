@@ -8,7 +8,7 @@ and `Settings(_env_file=None)` still reads environment variables.
 import os
 
 from settings import Settings
-from tests.support import TEST_SECRET as BENCH_SECRET
+from testkit import TEST_SECRET as BENCH_SECRET
 
 # Whatever the calling shell exports must not change the figures.
 for _name in list(os.environ):

@@ -1,5 +1,9 @@
 """4. Login timing: a wrong password and an unknown email should cost the same."""
 
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
 from bench.support import (
     Samples,
     bench_settings,
@@ -15,6 +19,10 @@ ROUNDS = 10
 PER_ROUND = 3
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery"
+
+
+def login(client: TestClient, credentials: dict[str, str], status: int) -> Callable[[], object]:
+    return lambda: expect(client.post("/auth/login", json=credentials), status)
 
 
 def run() -> None:
@@ -42,10 +50,7 @@ def run() -> None:
                 expect(client.post("/auth/login", json=credentials), status)
             for _ in range(ROUNDS):  # interleaved, so drift in machine load hits every case alike
                 for name, (credentials, status) in cases.items():
-                    durations[name] += sample(
-                        lambda c=credentials, s=status: expect(client.post("/auth/login", json=c), s),
-                        PER_ROUND,
-                    )
+                    durations[name] += sample(login(client, credentials, status), PER_ROUND)
     samples = {name: Samples(values) for name, values in durations.items()}
     baseline = samples["wrong password"].median_us
     rows = [

@@ -28,8 +28,8 @@ from bench.support import (
 )
 from db import make_engine
 from models import RevokedToken
-from security import RevocationList, mint_token
 from settings import Settings
+from tokens import RevocationList, mint_token
 
 REVOKED_COUNT = 5000
 WARMUP = 100
@@ -187,7 +187,7 @@ def print_timings(timings: dict[str, Timing], refresh_seconds: float, refused_de
     )
     print(table(headers, rows))
     print()
-    rows = []
+    ratio_rows: list[list[str]] = []
     for numerator, denominator, label in RATIOS:
         top, bottom = timings[numerator], timings[denominator]
         cells = [label]
@@ -196,8 +196,8 @@ def print_timings(timings: dict[str, Timing], refresh_seconds: float, refused_de
                 ratio(top_samples.mean_us, bottom_samples.mean_us),
                 ratio(top_samples.median_us, bottom_samples.median_us),
             ]
-        rows.append(cells)
-    print(table(("ratio", "client mean", "client median", "in-app mean", "in-app median"), rows))
+        ratio_rows.append(cells)
+    print(table(("ratio", "client mean", "client median", "in-app mean", "in-app median"), ratio_rows))
     print()
     print(
         "  Through HTTP, differences of a few percent are within run-to-run noise (test client, "
@@ -208,7 +208,7 @@ def print_timings(timings: dict[str, Timing], refresh_seconds: float, refused_de
 def print_statement_counts(cases: dict[str, Case], refresh_seconds: float) -> None:
     print()
     print(
-        "  SQL statements seen by a before_cursor_execute listener on app.state.engine, "
+        "  SQL statements seen by a before_cursor_execute listener on the app's engine, "
         f"{COUNTED_REQUESTS} more requests per case:"
     )
     print()
@@ -237,7 +237,7 @@ def print_statement_counts(cases: dict[str, Case], refresh_seconds: float) -> No
 
 def print_check_costs(running: RunningApp, jti: str, revoked_jti: str, refresh_seconds: float) -> None:
     """The check and the reload on their own, without HTTP, on app (c)'s revocations."""
-    revocations: RevocationList = running.app.state.revocations
+    revocations: RevocationList = running.app.state.services.revocations
     stale = revoked = 0
     start = time.perf_counter_ns()
     for _ in range(CHECKS):

@@ -110,7 +110,7 @@ def run() -> None:
 
     print(
         f"  {REQUESTS} requests per route with an HS256 token without jti (no revocation cache involved); "
-        "a before_cursor_execute listener on app.state.engine counts statements."
+        "a before_cursor_execute listener on the app's engine counts statements."
     )
     print("  BEGIN/COMMIT are not cursor executes on SQLite, so they do not appear.")
     print()

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import make_engine, migrate
 from main import create_app
 from settings import Settings
-from tests.support import TEST_SECRET as BENCH_SECRET
-from tests.support import base_settings as bench_settings
+from testkit import TEST_SECRET as BENCH_SECRET
+from testkit import base_settings as bench_settings
 
 USER = "alice"
 
@@ -70,7 +70,7 @@ class RunningApp:
 
     @property
     def engine(self) -> Engine:
-        return self.app.state.engine
+        return self.app.state.services.database.engine
 
 
 @contextmanager

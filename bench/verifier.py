@@ -3,9 +3,10 @@
 import time
 
 from bench.support import USER, bench_settings, heading, table
-from security import Principal, TokenVerifier
-from tests.jwks_server import ALGORITHMS, Issuer, SigningKey, generate_key
-from tests.support import sign
+from db import make_engine
+from testkit import sign
+from testkit.issuer import ALGORITHMS, Issuer, SigningKey, generate_key
+from tokens import Principal, RevocationList, TokenVerifier
 
 ROUNDS = 5
 PER_ROUND = 1000
@@ -15,7 +16,11 @@ WARMUP = 200
 def verify(verifier: TokenVerifier, token: str) -> Principal:
     """What the request dependency does before the revocation check, minus the worker-thread hop."""
     header = verifier.header(token)
-    key = None if header["alg"] == "HS256" else verifier.cached_key(header) or verifier.resolve_key(header)
+    key = None
+    if header["alg"] != "HS256":
+        assert verifier.keys is not None
+        kid, alg = header.get("kid"), header["alg"]
+        key = verifier.keys.cached_key(kid, alg) or verifier.keys.signing_key(kid, alg)
     return verifier.decode(token, header, key)
 
 
@@ -38,7 +43,8 @@ def run() -> None:
     heading("2. TokenVerifier alone: header() + decode(), no HTTP")
     issuer = Issuer({alg: SigningKey(alg, generate_key(alg)) for alg in ALGORITHMS})
     try:
-        verifier = TokenVerifier(bench_settings("sqlite://", better_auth_url=issuer.url))
+        settings = bench_settings("sqlite://", better_auth_url=issuer.url)
+        verifier = TokenVerifier(settings, RevocationList(make_engine(settings), 2.0))
         tokens = {"HS256": sign({"sub": USER}, lifetime=3600)}
         tokens |= {alg: issuer.token(alg, sub=USER, lifetime=3600) for alg in ALGORITHMS}
         for alg, token in tokens.items():  # the first JWKS token fetches the keys, as in a request

@@ -9,10 +9,19 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from db import SessionDep
-from dependencies import TOKEN_ERRORS, UNAUTHORIZED_HEADERS, CurrentPrincipal
-from models import ErrorDetail, TokenResponse, User, UserLogin, UserPublic, UserRegister
-from security import mint_token
+from dependencies import (
+    TOKEN_ERRORS,
+    UNAUTHORIZED_HEADERS,
+    CurrentPrincipal,
+    HasherDep,
+    LoginThrottleDep,
+    RevocationsDep,
+    SessionDep,
+    SettingsDep,
+)
+from models import User
+from schemas import ErrorDetail, TokenResponse, UserLogin, UserPublic, UserRegister
+from tokens import mint_token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 # /me and /logout take a bearer token; main.py attaches the documented security schemes.
@@ -47,12 +56,8 @@ LOGIN_BODY = {
     summary="Create an account",
     responses={409: {"model": ErrorDetail, "description": "The email is already registered"}},
 )
-def register(account: UserRegister, session: SessionDep, request: Request) -> User:
-    user = User(
-        email=account.email,
-        name=account.name,
-        password_hash=request.app.state.hasher.hash(account.password),
-    )
+def register(account: UserRegister, session: SessionDep, hasher: HasherDep) -> User:
+    user = User(email=account.email, name=account.name, password_hash=hasher.hash(account.password))
     session.add(user)
     try:
         session.commit()
@@ -93,17 +98,17 @@ async def login_credentials(request: Request) -> UserLogin:
     },
 )
 def login(
-    credentials: Annotated[UserLogin, Depends(login_credentials)], session: SessionDep, request: Request
+    credentials: Annotated[UserLogin, Depends(login_credentials)],
+    session: SessionDep,
+    request: Request,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    throttle: LoginThrottleDep,
 ) -> TokenResponse:
-    state = request.app.state
     email_key = f"email:{credentials.email}"
     client_key = f"client:{request.client.host if request.client else '-'}"
     # Counted before the password check, so parallel guesses cannot overrun the limits.
-    wait = state.email_limiter.attempt(email_key)
-    if wait is None:
-        wait = state.client_limiter.attempt(client_key)
-        if wait is not None:
-            state.email_limiter.forgive(email_key)
+    wait = throttle.attempt(email_key, client_key)
     if wait is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -112,9 +117,7 @@ def login(
         )
     user = session.exec(select(User).where(User.email == credentials.email)).first()
     # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
-    valid, new_hash = state.hasher.verify_and_update(
-        credentials.password, user.password_hash if user else state.dummy_hash
-    )
+    valid, new_hash = hasher.verify(credentials.password, user.password_hash if user else None)
     if user is None or not valid:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Incorrect email or password", headers=UNAUTHORIZED_HEADERS
@@ -123,9 +126,8 @@ def login(
         user.password_hash = new_hash
         session.add(user)
         session.commit()
-    state.email_limiter.reset(email_key)
-    state.client_limiter.forgive(client_key)
-    token, expires_in = mint_token(state.settings, user.id)
+    throttle.succeeded(email_key, client_key)
+    token, expires_in = mint_token(settings, user.id)
     return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
 
 
@@ -149,7 +151,7 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> User:
     summary="Revoke the presented token",
     responses={400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"}},
 )
-def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -> None:
+def logout(principal: CurrentPrincipal, session: SessionDep, revocations: RevocationsDep) -> None:
     if principal.jti is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
@@ -158,4 +160,4 @@ def logout(principal: CurrentPrincipal, session: SessionDep, request: Request) -
     # Kept until the token would have expired anyway. int() of `exp` worked in verification;
     # absurd values are clamped to what a timestamp can hold.
     expires_at = datetime.fromtimestamp(min(int(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
-    request.app.state.revocations.revoke(session, principal.jti, expires_at)
+    revocations.revoke(session, principal.jti, expires_at)

@@ -1,9 +1,10 @@
 """Liveness and readiness probes; no token needed."""
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 
-from models import ErrorDetail
+from dependencies import DatabaseDep
+from schemas import ErrorDetail
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -18,9 +19,9 @@ def alive() -> dict[str, str]:
     summary="The database is reachable",
     responses={503: {"model": ErrorDetail, "description": "The database cannot be reached"}},
 )
-def ready(request: Request) -> dict[str, str]:
+def ready(db: DatabaseDep) -> dict[str, str]:
     try:
-        with request.app.state.engine.connect() as connection:
+        with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception:
         raise HTTPException(

@@ -1,35 +1,20 @@
-"""The task API: /api/{user_id}/tasks."""
+"""The task API: /api/{user_id}/tasks.
 
-from functools import cache
+Each handler runs on the event loop, checks the token there, and hands its one statement to a
+worker thread (`db.run`): one hop per request. Rows are written to JSON once, straight from the
+database (orjson), in the shape that `schemas.TaskPublic` documents.
+"""
+
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from sqlalchemy import Boolean, ColumnElement, Integer, String, bindparam, case, delete, func, not_, update
-from sqlmodel import Session, col, select
+import orjson
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
-from db import SessionDep
-from dependencies import (
-    OWNED_BY,
-    OWNED_TASK,
-    TOKEN_ERRORS,
-    OwnedTask,
-    TaskId,
-    UserId,
-    find_task,
-    task_not_found,
-)
-from models import (
-    ErrorDetail,
-    Task,
-    TaskCompletion,
-    TaskCreate,
-    TaskPatch,
-    TaskPublic,
-    TaskUpdate,
-    UTCDateTime,
-    utcnow,
-)
+import tasks
+from dependencies import TOKEN_ERRORS, DatabaseDep, UserId
+from models import ID_MAX
+from schemas import ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic, TaskUpdate
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
@@ -42,77 +27,36 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=AUTH_ERRORS)
 
-SORT_COLUMNS = {
-    "created_at": Task.created_at,
-    "created": Task.created_at,
-    "updated_at": Task.updated_at,
-    "updated": Task.updated_at,
-    "title": Task.title,
+TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id")]
+SORT_ALIASES: dict[str, tasks.SortField] = {
+    "created_at": "created_at",
+    "created": "created_at",
+    "updated_at": "updated_at",
+    "updated": "updated_at",
+    "title": "title",
 }
 # A leading "+" arrives as a space when the client did not percent-encode it.
 SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)$"
 MAX_OFFSET = 2**31 - 1
 
 
-# Statements are built once per shape (and cached); a request only binds its values.
-NOW = bindparam("now", type_=UTCDateTime)
-NEW_COMPLETED = bindparam("new_completed", type_=Boolean)
-EDITABLE: dict[str, Any] = {
-    "title": bindparam("new_title", type_=String),
-    "description": bindparam("new_description", type_=String),
-    "completed": NEW_COMPLETED,
-}
-TOGGLED = {
-    "completed": not_(col(Task.completed)),
-    "completed_at": case((col(Task.completed), None), else_=NOW),
-}
-# Completing an already completed task keeps its original completion time.
-COMPLETED_AT = case((NEW_COMPLETED, func.coalesce(col(Task.completed_at), NOW)), else_=None)
-DELETE_TASK = delete(Task).where(*OWNED_TASK)
-
-
-def owner_filter(*, by_completion: bool = False) -> list[ColumnElement[bool]]:
-    filters = [OWNED_BY]
-    if by_completion:
-        filters.append(col(Task.completed) == bindparam("completed", type_=Boolean))
-    return filters
-
-
-@cache
-def list_statement(by_completion: bool, field: str, descending: bool) -> Any:
-    column = col(SORT_COLUMNS[field])
-    ordering = (column.desc(), col(Task.id).desc()) if descending else (column, col(Task.id))
-    return (
-        select(Task, func.count().over().label("total"))
-        .where(*owner_filter(by_completion=by_completion))
-        .order_by(*ordering)
-        .limit(bindparam("limit", type_=Integer))
-        .offset(bindparam("offset", type_=Integer))
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_UTC_Z),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
     )
 
 
-@cache
-def count_statement(by_completion: bool) -> Any:
-    return select(func.count()).select_from(Task).where(*owner_filter(by_completion=by_completion))
+def task_response(row: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if row is None:
+        raise task_not_found()
+    return json_response(tasks.as_public(row), status_code, headers)
 
 
-@cache
-def update_statement(fields: frozenset[str] | None) -> Any:
-    """UPDATE ... RETURNING for these editable fields, or for a completion toggle (None)."""
-    if fields is None:
-        values: dict[str, Any] = dict(TOGGLED)
-    else:
-        values = {field: EDITABLE[field] for field in fields}
-        if "completed" in fields:
-            values["completed_at"] = COMPLETED_AT
-    values["updated_at"] = NOW
-    return (
-        update(Task)
-        .where(*OWNED_TASK)
-        .values(**values)
-        .returning(Task)
-        .execution_options(synchronize_session=False)
-    )
+def task_not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, "Task not found")
 
 
 @router.get(
@@ -126,11 +70,10 @@ def update_statement(fields: frozenset[str] | None) -> Any:
     ),
     responses={422: {"description": "Invalid query parameter"}},
 )
-def list_tasks(
+async def list_tasks(
     user_id: UserId,
-    session: SessionDep,
+    db: DatabaseDep,
     request: Request,
-    response: Response,
     status_filter: Annotated[
         Literal["all", "pending", "completed"], Query(alias="status", description="Which tasks")
     ] = "all",
@@ -146,41 +89,30 @@ def list_tasks(
     order: Annotated[Literal["asc", "desc"] | None, Query(description="Sort direction")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[Task]:
+) -> Response:
     wanted = {"all": None, "pending": False, "completed": True}[status_filter]
     if wanted is not None and completed is not None and wanted != completed:
         raise HTTPException(422, "status and completed filters contradict each other")
-    wanted = completed if completed is not None else wanted
-    field, descending = sort_order(sort, order)
-
-    # One statement: the page and, through a window count, the total that matches the filter.
-    params = {"owner": user_id, "completed": wanted, "limit": limit, "offset": offset}
-    rows = session.exec(list_statement(wanted is not None, field, descending), params=params).all()
-    if rows:
-        total = rows[0][1]
-    elif offset == 0:
-        total = 0
-    else:  # past the last page: the window count had no row to ride on
-        total = session.exec(count_statement(wanted is not None), params=params).one()
-
-    response.headers["X-Total-Count"] = str(total)
-    links = page_links(request, total=total, limit=limit, offset=offset)
+    where = tasks.TaskFilter(completed=completed if completed is not None else wanted)
+    page = await db.run(tasks.list_page, user_id, where, sort_order(sort, order), limit=limit, offset=offset)
+    headers = {"X-Total-Count": str(page.total)}
+    links = page_links(request, total=page.total, limit=limit, offset=offset)
     if links:
-        response.headers["Link"] = links
-    return [task for task, _ in rows]
+        headers["Link"] = links
+    return json_response([tasks.as_public(row) for row in page.rows], headers=headers)
 
 
-def sort_order(sort: str | None, order: str | None) -> tuple[str, bool]:
-    """The sort field and whether it is descending; without `sort`, newest first."""
+def sort_order(sort: str | None, order: str | None) -> tasks.TaskOrder:
+    """The list order; without `sort`, newest first."""
     if sort is None:
-        return "created_at", order != "asc"
-    field = sort.lstrip("-+ ")
+        return tasks.TaskOrder("created_at", descending=order != "asc")
+    field = SORT_ALIASES[sort.lstrip("-+ ")]
     sign = sort[0] if sort[0] in "-+ " else None
     if order is None:
-        return field, sign == "-"
+        return tasks.TaskOrder(field, descending=sign == "-")
     if sign is not None and (sign == "-") != (order == "desc"):
         raise HTTPException(422, f"sort '{sort.strip()}' and order={order} contradict each other")
-    return field, order == "desc"
+    return tasks.TaskOrder(field, descending=order == "desc")
 
 
 def request_url(request: Request) -> str:
@@ -195,6 +127,8 @@ def request_url(request: Request) -> str:
 
 
 def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
+    if offset == 0 and limit >= total:
+        return ""
     base = request_url(request)
     kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
 
@@ -220,28 +154,15 @@ def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
     summary="Create a task",
     response_description="The created task; `Location` names its URL",
 )
-def create_task(
-    task_in: TaskCreate, user_id: UserId, session: SessionDep, request: Request, response: Response
-) -> Task:
-    now = utcnow()
-    task = Task(
-        **task_in.model_dump(),
-        user_id=user_id,
-        created_at=now,
-        updated_at=now,
-        completed_at=now if task_in.completed else None,
-    )
-    session.add(task)
-    session.flush()  # the INSERT: gives the id, and nothing is committed if what follows fails
-    response.headers["Location"] = f"{request_url(request)}/{task.id}"
-    session.commit()
-    return task
+async def create_task(task_in: TaskCreate, user_id: UserId, db: DatabaseDep, request: Request) -> Response:
+    row = await db.run(tasks.create, user_id, task_in.model_dump())
+    location = f"{request_url(request)}/{row.id}"
+    return task_response(row, status.HTTP_201_CREATED, {"Location": location})
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
-async def get_task(task: OwnedTask) -> Task:
-    # Async on purpose: the lookup already ran in the threadpool (OwnedTask); nothing here blocks.
-    return task
+async def get_task(task_id: TaskId, user_id: UserId, db: DatabaseDep) -> Response:
+    return task_response(await db.run(tasks.get, user_id, task_id))
 
 
 @router.put(
@@ -251,8 +172,8 @@ async def get_task(task: OwnedTask) -> Task:
     description="Replaces every editable field: a field left out takes its default.",
     responses=TASK_ERRORS,
 )
-def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, session: SessionDep) -> Task:
-    return update_task(session, user_id, task_id, task_in.model_dump())
+async def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, db: DatabaseDep) -> Response:
+    return task_response(await db.run(tasks.update, user_id, task_id, task_in.model_dump()))
 
 
 @router.patch(
@@ -262,11 +183,9 @@ def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, session:
     description="Only the fields sent change.",
     responses=TASK_ERRORS,
 )
-def patch_task(task_id: TaskId, changes: TaskPatch, user_id: UserId, session: SessionDep) -> Task:
+async def patch_task(task_id: TaskId, changes: TaskPatch, user_id: UserId, db: DatabaseDep) -> Response:
     values = changes.model_dump(exclude_unset=True)
-    if not values:
-        return find_task(session, user_id, task_id)
-    return update_task(session, user_id, task_id, values)
+    return task_response(await db.run(tasks.update, user_id, task_id, values))
 
 
 COMPLETION_DOC = (
@@ -290,14 +209,16 @@ COMPLETION_DOC = (
     description=COMPLETION_DOC,
     responses=TASK_ERRORS,
 )
-def complete_task(
+async def complete_task(
     task_id: TaskId,
     user_id: UserId,
-    session: SessionDep,
+    db: DatabaseDep,
     completion: Annotated[TaskCompletion | None, Body()] = None,
-) -> Task:
-    values = None if completion is None else {"completed": completion.completed}
-    return update_task(session, user_id, task_id, values)
+) -> Response:
+    if completion is None:
+        return task_response(await db.run(tasks.toggle, user_id, task_id))
+    values = {"completed": completion.completed}
+    return task_response(await db.run(tasks.update, user_id, task_id, values))
 
 
 @router.delete(
@@ -307,20 +228,6 @@ def complete_task(
     summary="Delete a task",
     responses=TASK_ERRORS,
 )
-def delete_task(task_id: TaskId, user_id: UserId, session: SessionDep) -> None:
-    result = session.exec(DELETE_TASK, params={"task": task_id, "owner": user_id})
-    if result.rowcount == 0:
+async def delete_task(task_id: TaskId, user_id: UserId, db: DatabaseDep) -> None:
+    if not await db.run(tasks.remove, user_id, task_id):
         raise task_not_found()
-    session.commit()
-
-
-def update_task(session: Session, user_id: str, task_id: int, values: dict[str, Any] | None) -> Task:
-    """One atomic UPDATE ... RETURNING scoped to the owner (None toggles completion): 404 if no row."""
-    params = {"task": task_id, "owner": user_id, "now": utcnow()}
-    params.update({f"new_{field}": value for field, value in (values or {}).items()})
-    statement = update_statement(None if values is None else frozenset(values))
-    task = session.exec(statement, params=params).scalars().one_or_none()
-    if task is None:
-        raise task_not_found()
-    session.commit()
-    return task

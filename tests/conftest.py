@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from support import TEST_SECRET, base_settings, bearer, sign
+
+from testkit import TEST_SECRET, base_settings, bearer, sign
 
 # The module-level app in main.py reads the environment at import; keep it off any local .env.
 os.environ["BETTER_AUTH_SECRET"] = TEST_SECRET
@@ -22,7 +23,7 @@ from settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
-TABLES = ("task", "revoked_token", "users")
+TABLES = ("task", "task_count", "revoked_token", "users")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -39,7 +40,7 @@ def postgres_server_url() -> str:
 @pytest.fixture(scope="session")
 def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
     """Makes fresh PostgreSQL databases for this run and drops them all afterwards."""
-    server = make_url(Settings(_env_file=None, database_url=postgres_server_url).database_url)  # type: ignore[call-arg]
+    server = make_url(Settings(_env_file=None, database_url=postgres_server_url).database_url)
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         admin.connect().close()

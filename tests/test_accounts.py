@@ -6,10 +6,10 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from support import bearer, sign
 
 from db import make_engine
 from settings import Settings
+from testkit import bearer, sign
 
 PASSWORD = "correct horse battery"
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
-from jwks_server import ALGORITHMS, Issuer, SigningKey, generate_key
-from support import bearer, sign
 
 from settings import Settings
+from testkit import bearer, sign
+from testkit.issuer import ALGORITHMS, Issuer, SigningKey, generate_key
 
 USER = uuid.uuid4().hex  # Better Auth user ids are 32-character strings
 TASKS = f"/api/{USER}/tasks"

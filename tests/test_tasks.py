@@ -1,6 +1,6 @@
 """The task API through HTTP: create, read, list, replace, patch, complete, delete."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,7 +40,7 @@ def test_create_returns_201_with_the_task_and_location(client: TestClient, alice
 def test_created_timestamps_are_utc_with_offset(client: TestClient, alice: dict) -> None:
     task = create(client, alice)
     created = parse_time(task["created_at"])
-    assert created.utcoffset().total_seconds() == 0
+    assert created.utcoffset() == timedelta(0)
     assert parse_time(task["updated_at"]) == created
 
 

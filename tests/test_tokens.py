@@ -8,9 +8,9 @@ from collections.abc import Callable
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from support import TEST_SECRET, bearer, sign
 
 from settings import Settings
+from testkit import TEST_SECRET, bearer, sign
 
 TASKS = "/api/alice/tasks"
 
@@ -67,7 +67,7 @@ def test_scheme_is_case_insensitive(client: TestClient) -> None:
     ],
 )
 def test_garbage_is_401(client: TestClient, authorization: str, detail: str | None) -> None:
-    headers = {"Authorization": authorization.encode("utf-8")}
+    headers = {b"Authorization": authorization.encode("utf-8")}
     assert_401(client.get(TASKS, headers=headers), detail)
 
 

@@ -22,7 +22,7 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         "password_hash_memory_kib": 1024,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 900, **headers: Any) -> str:

@@ -1,6 +1,6 @@
-"""Token verification (shared secret and JWKS), token minting, password hashing, login throttling.
+"""Bearer tokens: verification (shared secret and JWKS), the revocation list, minting.
 
-Run `python security.py USER_ID` to print a development token signed with the configured secret.
+Run `python tokens.py USER_ID` to print a development token signed with the configured secret.
 """
 
 import json
@@ -10,28 +10,25 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
+from anyio import to_thread
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
-from models import RevokedToken, storable_text
+from models import USER_ID_MAX, RevokedToken
+from schemas import storable_text
 from settings import ASYMMETRIC_ALGORITHMS, Settings
 
-log = logging.getLogger("todo.security")
+log = logging.getLogger("todo.tokens")
 
 MAX_TOKEN_BYTES = 8 * 1024
-MAX_SUBJECT_LENGTH = 255  # task.user_id
 MAX_JTI_LENGTH = 64  # revoked_token.jti
 MAX_JWKS_BYTES = 1024 * 1024
-SWEEP_ABOVE = 10_000  # login limiter keys kept before expired ones are swept
 ACCEPTED_TYPES = {None, "jwt", "at+jwt", "application/at+jwt"}
 SESSION_CACHE_AUDIENCE = "better-auth:session-cache"
 # What each key type may sign, for JWKS entries that do not name their `alg`.
@@ -65,36 +62,51 @@ class Principal:
         return self.claims.get("jti")
 
 
-class JWKSCache:
-    """The issuer's public keys, kept in memory and fetched again only when needed.
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
-    An unknown `kid` triggers a refetch at once, but at most one per cooldown, so a flood of
-    made-up key ids cannot hammer the issuer. When the issuer is down, cached keys keep working.
+
+class KeySet(jwt.PyJWKClient):
+    """The issuer's public keys: PyJWKClient's fetching and caching, plus what it lacks.
+
+    Added here: a size cap on the JWKS document; cached keys kept working while the issuer is
+    down (with one fetch attempt per cooldown, not one per request); tokens without `kid`
+    (usable when exactly one published key fits the algorithm); keys that do not name their
+    `alg` matched by key type, so one RSA key serves RS256 and PS256; and an unknown `kid`
+    refetching at once, at most once per cooldown, so made-up key ids cannot hammer the issuer.
     """
 
     def __init__(self, url: str, *, ttl: float, cooldown: float, timeout: float) -> None:
-        self.url = url
-        self.ttl = ttl
+        super().__init__(
+            url,
+            cache_jwk_set=True,
+            lifespan=max(ttl, 1e-6),  # 0 means "fetch on every request"; PyJWT needs > 0
+            timeout=timeout,
+            headers={"Accept": "application/json"},
+            cooldown_duration=cooldown,
+        )
         self.cooldown = cooldown
-        self.timeout = timeout
-        self._jwks: dict[str | None, list[dict[str, Any]]] | None = None
+        self._published: list[dict[str, Any]] | None = None  # the last good document's keys
+        self._fetched: list[dict[str, Any]] = []
         self._keys: dict[tuple[str | None, str], jwt.PyJWK] = {}
-        self._fetched_at = 0.0
         self._failed_at = -float("inf")
         self._unknown_kid_fetch_at = -float("inf")
         self._lock = threading.Lock()
 
     def cached_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
-        """The key from memory if it is there and fresh; None means `resolve_key` must run."""
-        if self._jwks is None or time.monotonic() - self._fetched_at > self.ttl:
+        """The key from memory if it is there and fresh; None means `signing_key` must run."""
+        assert self.jwk_set_cache is not None
+        if self.jwk_set_cache.get() is None:
             return None
         return self._keys.get((kid, alg))
 
-    def resolve_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
+    def signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """Find the key, fetching the JWKS if needed. Blocking: call it from a worker thread."""
         with self._lock:
             now = time.monotonic()
-            if self._jwks is None or now - self._fetched_at > self.ttl:
+            assert self.jwk_set_cache is not None
+            if self.jwk_set_cache.get() is None:
                 self._try_fetch(now)
             key = self._find(kid, alg)
             if key is None and now - self._unknown_kid_fetch_at >= self.cooldown:
@@ -105,45 +117,46 @@ class JWKSCache:
                 raise AuthError("Token signing key is unknown")
             return key
 
-    def _try_fetch(self, now: float) -> None:
-        if now - self._failed_at < self.cooldown:
-            if self._jwks is None:
-                raise KeysUnavailable
-            return
-        try:
-            self._jwks = self._fetch()
-            self._keys.clear()
-            self._fetched_at = now
-        except Exception as exc:  # network, HTTP or JSON: all mean "issuer unavailable"
-            self._failed_at = now
-            log.warning("Could not fetch JWKS from %s: %s", self.url, exc)
-            if self._jwks is None:
-                raise KeysUnavailable from exc
-
-    def _fetch(self) -> dict[str | None, list[dict[str, Any]]]:
-        # The URL's scheme is limited to http(s) by the settings.
-        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+    def fetch_data(self) -> Any:
+        """The JWKS document, at most MAX_JWKS_BYTES, without following redirects."""
+        request = urllib.request.Request(self.uri, headers=self.headers)  # noqa: S310 (http(s) only)
+        with urllib.request.build_opener(_NoRedirects).open(request, timeout=self.timeout) as response:
             body = response.read(MAX_JWKS_BYTES + 1)
         if len(body) > MAX_JWKS_BYTES:
             raise ValueError("JWKS document too large")
         keys = json.loads(body).get("keys")
         if not isinstance(keys, list):
             raise ValueError("JWKS document has no key list")
-        by_kid: dict[str | None, list[dict[str, Any]]] = {}
-        for jwk in keys:
-            if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig" and jwk.get("kty") != "oct":
-                by_kid.setdefault(jwk.get("kid"), []).append(jwk)
-        return by_kid
+        published = [
+            jwk
+            for jwk in keys
+            if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig" and jwk.get("kty") != "oct"
+        ]
+        self._fetched = published
+        return {"keys": published}
+
+    def _try_fetch(self, now: float) -> None:
+        if now - self._failed_at < self.cooldown:
+            if self._published is None:
+                raise KeysUnavailable
+            return
+        try:
+            self.get_jwk_set(refresh=True)  # fetch_data(), parsed and cached by PyJWKClient
+        except Exception as exc:  # network, HTTP, JSON, no usable key: all mean "issuer unavailable"
+            self._failed_at = now
+            log.warning("Could not fetch JWKS from %s: %s", self.uri, exc)
+            if self._published is None:
+                raise KeysUnavailable from exc
+            return
+        self._published = self._fetched
+        self._keys.clear()
 
     def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         if (kid, alg) in self._keys:
             return self._keys[(kid, alg)]
-        assert self._jwks is not None
-        if kid is not None:
-            candidates = self._jwks.get(kid, [])
-        else:  # no kid: usable only if exactly one published key fits the algorithm
-            candidates = [jwk for jwks in self._jwks.values() for jwk in jwks]
+        assert self._published is not None
+        # Without a kid, a key is usable only if exactly one published key fits the algorithm.
+        candidates = [jwk for jwk in self._published if kid is None or jwk.get("kid") == kid]
         matches = [jwk for jwk in candidates if _key_signs(jwk, alg)]
         if len(matches) != 1:
             return None
@@ -163,6 +176,51 @@ def _key_signs(jwk: dict[str, Any], alg: str) -> bool:
     return alg in KEY_ALGORITHMS.get((kty, crv), set())
 
 
+class RevocationList:
+    """Logged-out token ids, shared through the database and cached in memory.
+
+    The cache is reloaded at most every `refresh_seconds`, so a logout reaches every instance
+    within that time while a task request costs no extra query.
+    """
+
+    def __init__(self, engine: Engine, refresh_seconds: float) -> None:
+        self.engine = engine
+        self.refresh_seconds = refresh_seconds
+        self._revoked: frozenset[str] = frozenset()
+        self._loaded_at = -float("inf")
+        self._lock = threading.Lock()
+
+    @property
+    def stale(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self.refresh_seconds
+
+    def refresh(self) -> None:
+        """Reload the unexpired revocations (blocking: call it from a worker thread)."""
+        with self._lock:
+            if not self.stale:
+                return
+            loaded_at = time.monotonic()
+            query = select(RevokedToken.jti).where(RevokedToken.expires_at > datetime.now(UTC))
+            with Session(self.engine) as session:
+                self._revoked = frozenset(session.exec(query))
+            self._loaded_at = loaded_at
+
+    def is_revoked(self, jti: str) -> bool:
+        return jti in self._revoked
+
+    def revoke(self, session: Session, jti: str, expires_at: datetime) -> None:
+        """Store the revocation (idempotent) and apply it here at once."""
+        # Expired revocations protect nothing: logouts are rare, so drop them here.
+        session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) <= datetime.now(UTC)))
+        session.add(RevokedToken(jti=jti, expires_at=expires_at))
+        try:
+            session.commit()
+        except IntegrityError:  # already revoked (a retried or concurrent logout)
+            session.rollback()
+        with self._lock:
+            self._revoked = self._revoked | {jti}
+
+
 def explicit_or_base_url(explicit: str | None, base_url: str | None) -> str | list[str] | None:
     """An explicit JWT_ISSUER/JWT_AUDIENCE is matched exactly; the Better Auth base URL that
     stands in for one is matched with or without a trailing slash, a common paste difference."""
@@ -173,9 +231,14 @@ def explicit_or_base_url(explicit: str | None, base_url: str | None) -> str | li
 
 
 class TokenVerifier:
-    """Checks a bearer token and names its user. Built once per app from the settings."""
+    """Answers one question, `verify(token) -> Principal`: who is this, or why not (AuthError).
 
-    def __init__(self, settings: Settings) -> None:
+    Built once per app. A shared-secret token, or one whose JWKS key is cached, is checked on
+    the event loop with no thread hop; only a key fetch or a revocation reload leaves it.
+    """
+
+    def __init__(self, settings: Settings, revocations: RevocationList) -> None:
+        self.revocations = revocations
         self.secret = settings.secret
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.leeway = settings.jwt_leeway_seconds
@@ -184,8 +247,8 @@ class TokenVerifier:
         self.hs_audience = settings.jwt_audience
         self.jwks_issuer = explicit_or_base_url(settings.jwt_issuer, settings.better_auth_url)
         self.jwks_audience = explicit_or_base_url(settings.jwt_audience, settings.better_auth_url)
-        self.jwks = (
-            JWKSCache(
+        self.keys = (
+            KeySet(
                 settings.jwks_url,
                 ttl=settings.jwks_cache_seconds,
                 cooldown=settings.jwks_refetch_cooldown_seconds,
@@ -194,6 +257,22 @@ class TokenVerifier:
             if settings.jwks_url and self.algorithms & set(ASYMMETRIC_ALGORITHMS)
             else None
         )
+
+    async def verify(self, token: str) -> Principal:
+        """The token's user, or AuthError (401) / KeysUnavailable (503)."""
+        header = self.header(token)
+        key = None
+        if header["alg"] != "HS256":
+            assert self.keys is not None  # header() refuses asymmetric tokens without a JWKS
+            kid, alg = header.get("kid"), header["alg"]
+            key = self.keys.cached_key(kid, alg) or await to_thread.run_sync(self.keys.signing_key, kid, alg)
+        principal = self.decode(token, header, key)
+        if principal.jti is not None:
+            if self.revocations.stale:
+                await to_thread.run_sync(self.revocations.refresh)
+            if self.revocations.is_revoked(principal.jti):
+                raise AuthError("Token has been revoked")
+        return principal
 
     def header(self, token: str) -> dict[str, Any]:
         """The unverified header, after the checks that need no key."""
@@ -206,7 +285,7 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthError("Token algorithm is not accepted")
-        if alg != "HS256" and self.jwks is None:
+        if alg != "HS256" and self.keys is None:
             raise AuthError("Token algorithm is not accepted")
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES):
@@ -215,16 +294,6 @@ class TokenVerifier:
         if kid is not None and not isinstance(kid, str):
             raise AuthError("Token is malformed")
         return header
-
-    def cached_key(self, header: dict[str, Any]) -> jwt.PyJWK | None:
-        """The JWKS key for an asymmetric token if memory has it fresh; else `resolve_key` must run."""
-        assert self.jwks is not None  # header() refuses asymmetric tokens without a JWKS
-        return self.jwks.cached_key(header.get("kid"), header["alg"])
-
-    def resolve_key(self, header: dict[str, Any]) -> jwt.PyJWK:
-        """The JWKS key for an asymmetric token, fetching if needed. Blocking: use a worker thread."""
-        assert self.jwks is not None
-        return self.jwks.resolve_key(header.get("kid"), header["alg"])
 
     def decode(self, token: str, header: dict[str, Any], key: jwt.PyJWK | None) -> Principal:
         """Verify signature and claims. `key` is the JWKS key, or None for HS256."""
@@ -274,7 +343,7 @@ class TokenVerifier:
         for name in self.subject_claims:
             if name in claims:
                 value = claims[name]
-                if isinstance(value, str) and usable_id(value, MAX_SUBJECT_LENGTH):
+                if isinstance(value, str) and usable_id(value, USER_ID_MAX):
                     return value
                 break
         raise AuthError("Token has no usable subject")
@@ -311,117 +380,7 @@ def mint_token(
     return jwt.encode(payload, settings.secret, algorithm="HS256"), lifetime
 
 
-def password_hasher(settings: Settings) -> PasswordHash:
-    return PasswordHash(
-        (
-            Argon2Hasher(
-                time_cost=settings.password_hash_time_cost,
-                memory_cost=settings.password_hash_memory_kib,
-            ),
-        )
-    )
-
-
-class RevocationList:
-    """Logged-out token ids, shared through the database and cached in memory.
-
-    The cache is reloaded at most every `refresh_seconds`, so a logout reaches every instance
-    within that time while a task request costs no extra query.
-    """
-
-    def __init__(self, engine: Engine, refresh_seconds: float) -> None:
-        self.engine = engine
-        self.refresh_seconds = refresh_seconds
-        self._revoked: frozenset[str] = frozenset()
-        self._loaded_at = -float("inf")
-        self._lock = threading.Lock()
-
-    @property
-    def stale(self) -> bool:
-        return time.monotonic() - self._loaded_at >= self.refresh_seconds
-
-    def refresh(self) -> None:
-        """Reload the unexpired revocations (blocking: call it from a worker thread)."""
-        with self._lock:
-            if not self.stale:
-                return
-            loaded_at = time.monotonic()
-            query = select(RevokedToken.jti).where(RevokedToken.expires_at > datetime.now(UTC))
-            with Session(self.engine) as session:
-                self._revoked = frozenset(session.exec(query))
-            self._loaded_at = loaded_at
-
-    def is_revoked(self, jti: str) -> bool:
-        return jti in self._revoked
-
-    def revoke(self, session: Session, jti: str, expires_at: datetime) -> None:
-        """Store the revocation (idempotent) and apply it here at once."""
-        # Expired revocations protect nothing: logouts are rare, so drop them here.
-        session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) <= datetime.now(UTC)))
-        session.add(RevokedToken(jti=jti, expires_at=expires_at))
-        try:
-            session.commit()
-        except IntegrityError:  # already revoked (a retried or concurrent logout)
-            session.rollback()
-        with self._lock:
-            self._revoked = self._revoked | {jti}
-
-
-class FailureLimiter:
-    """Counts failed attempts per key in a sliding window (in memory, per process).
-
-    An attempt is counted when it starts, before the slow password check, so that guesses sent
-    in parallel cannot all slip past the limit; a successful one is forgiven afterwards.
-    """
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._sweep_above = SWEEP_ABOVE
-        self._lock = threading.Lock()
-
-    def attempt(self, key: str) -> int | None:
-        """Count an attempt for `key`; if it is over the limit, the seconds to wait instead."""
-        with self._lock:
-            now = time.monotonic()
-            failures = self._prune(key, now)
-            if len(failures) >= self.limit:
-                return max(1, int(failures[0] + self.window - now) + 1)
-            failures.append(now)
-            return None
-
-    def forgive(self, key: str) -> None:
-        """Take back the last attempt counted for `key` (it succeeded, or was not made)."""
-        with self._lock:
-            failures = self._failures.get(key)
-            if failures:
-                failures.pop()
-
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        if len(self._failures) > self._sweep_above:
-            self._sweep(now)
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
-
-    def _sweep(self, now: float) -> None:
-        """Drop keys with no failure left in the window: bounds memory under a flood of keys.
-
-        The next sweep waits until the table has doubled, so the cost stays constant per call.
-        """
-        cutoff = now - self.window
-        for key in [k for k, v in self._failures.items() if not v or v[-1] <= cutoff]:
-            del self._failures[key]
-        self._sweep_above = max(SWEEP_ABOVE, 2 * len(self._failures))
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python security.py USER_ID")
+        raise SystemExit("usage: python tokens.py USER_ID")
     print(mint_token(Settings(), sys.argv[1])[0])

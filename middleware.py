@@ -1,0 +1,130 @@
+"""HTTP plumbing: the body-size limit and the error handlers (JSON errors, never a traceback)."""
+
+import json
+import logging
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("todo")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON that stays encodable whatever the client sent (lone surrogates in echoed input)."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with a JSON 413, before reading more of them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.detail = f"Request body is larger than {limit} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # a body sent without Content-Length
+                raise HTTPException(413, self.detail)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+MAX_ECHO = 100
+
+
+def readable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as JSON: the input echoed short, never a password, always encodable."""
+    readable = []
+    for error in errors:
+        loc = error.get("loc", ())
+        item = {"type": error.get("type"), "loc": [echo(part) for part in loc], "msg": error.get("msg")}
+        if "input" in error and not any(is_secret(part) for part in loc):
+            item["input"] = echo(error["input"])
+        readable.append(item)
+    return readable
+
+
+def is_secret(name: object) -> bool:
+    return isinstance(name, str) and "password" in name.lower()
+
+
+def echo(value: Any, depth: int = 0) -> Any:
+    """A short, JSON-safe copy of what the client sent, with any password left out at any depth."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and len(value) <= MAX_ECHO):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else "<a very large number>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return echo(value.decode("utf-8", "replace"), depth)
+    if isinstance(value, str):
+        return value[:MAX_ECHO] + "..."
+    if depth < 2 and isinstance(value, dict):
+        return {
+            str(k)[:MAX_ECHO]: "<hidden>" if is_secret(k) else echo(v, depth + 1)
+            for k, v in list(value.items())[:10]
+        }
+    if depth < 2 and isinstance(value, list | tuple):
+        return [echo(v, depth + 1) for v in value[:10]]
+    return f"<{type(value).__name__}>"
+
+
+def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse(status_code=422, content={"detail": readable_errors(exc.errors())})
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        log.error(
+            "Unhandled error on %s %s [request %s]",
+            request.method,
+            request.url.path,
+            request_id,
+            exc_info=exc,
+        )
+        headers = {"X-Request-ID": request_id}
+        # This handler runs outside the CORS middleware: repeat its headers, so that a browser
+        # lets the frontend read the error instead of reporting a CORS failure.
+        origin = request.headers.get("origin")
+        if origin is not None and origin in cors_origins:
+            headers |= {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Expose-Headers": "X-Request-ID",
+                "Vary": "Origin",
+            }
+        return JSONResponse(
+            status_code=500,
+            content={"detail": "Internal server error", "request_id": request_id},
+            headers=headers,
+        )

@@ -1,0 +1,219 @@
+"""All task SQL: the owner clause, list filters and orders, and single-statement writes.
+
+Every function takes a session and the owner's id, runs one statement scoped to that owner and
+returns rows of PUBLIC_COLUMNS (a task as the API shows it). Statements are built from a small
+filter/order description, once per shape, and cached; a request only binds its values.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    CursorResult,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    bindparam,
+    case,
+    func,
+    not_,
+    select,
+)
+from sqlmodel import Session
+
+from models import Task, TaskCount, UTCDateTime, utcnow
+
+TASK: Table = Task.__table__  # type: ignore[attr-defined]
+COUNT: Table = TaskCount.__table__  # type: ignore[attr-defined]
+
+# A task as the API shows it, in the order of schemas.TaskPublic's fields.
+PUBLIC_COLUMNS = (
+    TASK.c.title,
+    TASK.c.description,
+    TASK.c.completed,
+    TASK.c.id,
+    TASK.c.user_id,
+    TASK.c.completed_at,
+    TASK.c.created_at,
+    TASK.c.updated_at,
+)
+PUBLIC_FIELDS = tuple(column.name for column in PUBLIC_COLUMNS)
+EDITABLE_FIELDS = ("title", "description", "completed")
+
+# The owner clause, in one place: every statement below is scoped by it.
+OWNER = bindparam("owner", type_=String)
+OWNED = TASK.c.user_id == OWNER
+THIS_TASK = (TASK.c.id == bindparam("task", type_=Integer), OWNED)
+NOW = bindparam("now", type_=UTCDateTime)
+
+SortField = Literal["created_at", "updated_at", "title"]
+SORT_COLUMNS = {"created_at": TASK.c.created_at, "updated_at": TASK.c.updated_at, "title": TASK.c.title}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which of the owner's tasks a list shows. Later filters (tags, search, due dates) go here."""
+
+    completed: bool | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        clauses = [OWNED]
+        if self.completed is not None:
+            clauses.append(TASK.c.completed == bindparam("completed", type_=Boolean))
+        return clauses
+
+    def params(self) -> dict[str, Any]:
+        return {} if self.completed is None else {"completed": self.completed}
+
+    def counted_total(self) -> ColumnElement[int]:
+        """The number of matching tasks, read from the owner's task_count row.
+
+        A filter the counts cannot answer (a later tag or text filter) would count rows instead.
+        """
+        if self.completed is None:
+            return COUNT.c.total
+        if self.completed:
+            return COUNT.c.completed
+        return COUNT.c.total - COUNT.c.completed
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOrder:
+    field: SortField = "created_at"
+    descending: bool = True
+
+    def clauses(self) -> tuple[Any, ...]:
+        # Ties broken by id, so pages are stable; each order has an index (models.Task).
+        column, tiebreak = SORT_COLUMNS[self.field], TASK.c.id
+        return (column.desc(), tiebreak.desc()) if self.descending else (column, tiebreak)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: Sequence[Sequence[Any]]
+    total: int  # tasks matching the filter, across all pages
+
+
+def list_page(
+    session: Session, owner: str, where: TaskFilter, order: TaskOrder, *, limit: int, offset: int
+) -> Page:
+    """One page and the exact number of matching tasks, in one statement (two past the end)."""
+    params = {"owner": owner, "limit": limit, "offset": offset, **where.params()}
+    rows = session.execute(_list_statement(where, order), params).all()
+    if rows:
+        return Page([row[:-1] for row in rows], rows[0][-1] or 0)
+    if offset == 0:
+        return Page([], 0)
+    # Past the last page, there is no row to carry the count: ask for it alone.
+    total = session.execute(_count_statement(where), params).scalar()
+    return Page([], total or 0)
+
+
+def get(session: Session, owner: str, task_id: int) -> Row[Any] | None:
+    return session.execute(GET, {"owner": owner, "task": task_id}).first()
+
+
+def create(session: Session, owner: str, values: dict[str, Any]) -> Row[Any]:
+    now = utcnow()
+    params = {
+        "owner": owner,
+        "now": now,
+        "completed_at": now if values["completed"] else None,
+        **{f"new_{field}": values[field] for field in EDITABLE_FIELDS},
+    }
+    return session.execute(CREATE, params).one()
+
+
+def update(session: Session, owner: str, task_id: int, values: dict[str, Any]) -> Row[Any] | None:
+    """Set the editable fields in `values`, in one atomic UPDATE ... RETURNING; None if no such task."""
+    if not values:
+        return get(session, owner, task_id)
+    params = {"owner": owner, "task": task_id, "now": utcnow()}
+    params.update({f"new_{field}": value for field, value in values.items()})
+    return session.execute(_update_statement(frozenset(values)), params).first()
+
+
+def toggle(session: Session, owner: str, task_id: int) -> Row[Any] | None:
+    """Flip `completed`; None if no such task."""
+    return session.execute(TOGGLE, {"owner": owner, "task": task_id, "now": utcnow()}).first()
+
+
+def remove(session: Session, owner: str, task_id: int) -> bool:
+    """Delete the task; False if there was no such task."""
+    result: CursorResult[Any] = session.execute(DELETE, {"owner": owner, "task": task_id})  # type: ignore[assignment]
+    return result.rowcount > 0
+
+
+# --- the statements, built once per shape -----------------------------------------------------
+
+NEW_VALUES: dict[str, Any] = {
+    "title": bindparam("new_title", type_=String),
+    "description": bindparam("new_description", type_=String),
+    "completed": bindparam("new_completed", type_=Boolean),
+}
+# Completing an already completed task keeps its original completion time.
+COMPLETED_AT = case((NEW_VALUES["completed"], func.coalesce(TASK.c.completed_at, NOW)), else_=None)
+
+GET = select(*PUBLIC_COLUMNS).where(*THIS_TASK)
+CREATE = (
+    sa.insert(TASK)
+    .values(
+        user_id=OWNER,
+        **NEW_VALUES,
+        completed_at=bindparam("completed_at", type_=UTCDateTime),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    .returning(*PUBLIC_COLUMNS)
+)
+TOGGLE = (
+    sa.update(TASK)
+    .where(*THIS_TASK)
+    .values(
+        completed=not_(TASK.c.completed),
+        completed_at=case((TASK.c.completed, None), else_=NOW),
+        updated_at=NOW,
+    )
+    .returning(*PUBLIC_COLUMNS)
+)
+DELETE = sa.delete(TASK).where(*THIS_TASK)
+
+
+# Keyed by the filter and order themselves: today each has a handful of values. A filter with
+# free values (text, dates) would key on which clauses it has, and bind the values.
+@cache
+def _list_statement(where: TaskFilter, order: TaskOrder) -> Select[Any]:
+    total = select(where.counted_total()).where(COUNT.c.user_id == OWNER).scalar_subquery()
+    return (
+        select(*PUBLIC_COLUMNS, total.label("total"))
+        .where(*where.clauses())
+        .order_by(*order.clauses())
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+
+
+@cache
+def _count_statement(where: TaskFilter) -> Select[Any]:
+    return select(where.counted_total()).where(COUNT.c.user_id == OWNER)
+
+
+@cache
+def _update_statement(fields: frozenset[str]) -> Any:
+    values = {field: NEW_VALUES[field] for field in fields}
+    if "completed" in fields:
+        values["completed_at"] = COMPLETED_AT
+    values["updated_at"] = NOW
+    return sa.update(TASK).where(*THIS_TASK).values(**values).returning(*PUBLIC_COLUMNS)
+
+
+def as_public(row: Row[Any] | Sequence[Any]) -> dict[str, Any]:
+    """A row of PUBLIC_COLUMNS as the API's task object."""
+    return dict(zip(PUBLIC_FIELDS, row, strict=False))
