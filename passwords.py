@@ -4,6 +4,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -43,9 +44,10 @@ class FailureLimiter:
     in parallel cannot all slip past the limit; a successful one is forgiven afterwards.
     """
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
+        self.clock = clock
         self._failures: dict[str, deque[float]] = {}
         self._sweep_above = SWEEP_ABOVE
         self._lock = threading.Lock()
@@ -56,7 +58,7 @@ class FailureLimiter:
     def attempt(self, key: str) -> int | None:
         """Count an attempt for `key`; if it is over the limit, the seconds to wait instead."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             failures = self._prune(key, now)
             if len(failures) >= self.limit:
                 return max(1, int(failures[0] + self.window - now) + 1)

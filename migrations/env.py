@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from db import make_engine
+from db import make_engine, transaction
 from settings import Settings
 
 target_metadata = SQLModel.metadata
@@ -38,6 +38,6 @@ else:  # the alembic command line (`make migrate`): say what it does
     if context.config.config_file_name:
         fileConfig(context.config.config_file_name, disable_existing_loggers=False)
     engine = make_engine(Settings())
-    with engine.begin() as connection:
+    with transaction(engine) as connection:
         run(connection)
     engine.dispose()

@@ -27,8 +27,34 @@ TABLES = ("task", "task_count", "revoked_token", "users")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if os.environ.get("CI") and not TEST_DATABASE_URL:
-        raise pytest.UsageError("CI must set TEST_DATABASE_URL: the PostgreSQL leg is not optional there")
+    if not TEST_DATABASE_URL:
+        if os.environ.get("CI"):
+            raise pytest.UsageError("CI must set TEST_DATABASE_URL: the PostgreSQL leg is not optional there")
+        return
+    # One clear stop, not one error per test, when the server is not there.
+    url = Settings(_env_file=None, database_url=TEST_DATABASE_URL).database_url
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        engine.connect().close()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0]
+        shown = make_url(TEST_DATABASE_URL).render_as_string()
+        pytest.exit(f"TEST_DATABASE_URL={shown} cannot be reached: {reason}", returncode=3)
+    finally:
+        engine.dispose()
+
+
+def pytest_report_header() -> str:
+    if TEST_DATABASE_URL:
+        return f"databases: SQLite and PostgreSQL ({make_url(TEST_DATABASE_URL).render_as_string()})"
+    return "databases: SQLite only; the PostgreSQL leg is SKIPPED (set TEST_DATABASE_URL to run it)"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TEST_DATABASE_URL:
+        terminalreporter.write_line(
+            "PostgreSQL leg skipped: TEST_DATABASE_URL is not set (see README, 'Run and test')", yellow=True
+        )
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +68,6 @@ def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str
     """Makes fresh PostgreSQL databases for this run and drops them all afterwards."""
     server = make_url(Settings(_env_file=None, database_url=postgres_server_url).database_url)
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        admin.connect().close()
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL at TEST_DATABASE_URL is not reachable: {exc}")
     created: list[str] = []
 
     def new() -> str:
