@@ -36,18 +36,20 @@ token: install
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
-$(VENV)/bin/python:
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+# `make run` and `make token` may both start on a fresh clone: one creates and installs the
+# environment, the other waits for it (flock) and then finds it up to date.
+LOCKED := flock $(VENV).lock sh -ec
 
-$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -r requirements.txt
-	touch $@
+$(VENV)/.runtime: requirements.txt
+	@$(LOCKED) '$(MAKE_VENV); [ $@ -nt requirements.txt ] || { $(BIN)/pip install --quiet -r requirements.txt; touch $@; }'
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@ $(VENV)/.runtime
+$(VENV)/.dev: requirements.txt requirements-dev.txt
+	@$(LOCKED) '$(MAKE_VENV); [ $@ -nt requirements.txt ] && [ $@ -nt requirements-dev.txt ] || \
+		{ $(BIN)/pip install --quiet -r requirements-dev.txt; touch $@ $(VENV)/.runtime; }'
+
+MAKE_VENV = [ -x $(BIN)/pip ] || { \
+	$(PYTHON) -c "import sys; assert sys.version_info >= (3, 11), \"Python 3.11 or newer is needed\""; \
+	$(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet --upgrade pip; }
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV).lock .pytest_cache .ruff_cache .mypy_cache
