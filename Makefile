@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test migrate lint format bench token install install-dev clean
+.PHONY: run test migrate lint format bench bench-load wrk token install install-dev clean
 
 run: install migrate
 	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
@@ -27,8 +27,14 @@ format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install-dev
+bench: install-dev wrk
 	$(BIN)/python -m bench
+
+bench-load: install-dev wrk
+	$(BIN)/python -m bench.load
+
+wrk:  # the load generator of the load benchmark (Debian's package)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
 token: install
 	@$(BIN)/python tokens.py $(or $(USER_ID),$(error usage: make token USER_ID=alice))

@@ -6,9 +6,15 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from bench import login, revocation, statements, verifier
+from bench import load, login, revocation, statements, verifier
 
-BENCHMARKS: tuple[Callable[[], None], ...] = (revocation.run, verifier.run, statements.run, login.run)
+BENCHMARKS: tuple[Callable[[], None], ...] = (
+    revocation.run,
+    verifier.run,
+    statements.run,
+    login.run,
+    load.run,
+)
 
 
 def main() -> None:

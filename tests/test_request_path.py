@@ -192,10 +192,10 @@ def test_counts_stay_exact_under_concurrent_writes(client: TestClient, alice: di
         for i in range(6):
             responses = [
                 client.post(TASKS, json={"title": f"w{worker}-{i}", "completed": i % 2 == 0}, headers=alice),
-                client.patch(f"{TASKS}/{ids[(worker + i) % len(ids)]}/toggle", headers=alice),
+                client.patch(f"{TASKS}/{ids[(worker + i) % 6]}/toggle", headers=alice),
             ]
             errors.extend(r.text for r in responses if r.status_code >= 300)
-        response = client.delete(f"{TASKS}/{ids[worker]}", headers=alice)
+        response = client.delete(f"{TASKS}/{ids[6 + worker]}", headers=alice)
         if response.status_code != 204:
             errors.append(response.text)
 
@@ -304,3 +304,38 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(
         assert response.status_code == 200, response.text
     else:  # the control: without the idle test, the dead connection reaches the request
         assert response.status_code == 500
+
+
+def test_counts_follow_statements_that_write_many_tasks(client: TestClient, alice: dict[str, str]) -> None:
+    """A bulk insert, update or delete over several users is counted for each of them."""
+    engine = engine_of(client)
+    create(client, alice)
+    with engine.connect() as connection:
+        for n in range(40):
+            connection.execute(
+                text(
+                    "INSERT INTO task (user_id, title, completed, created_at, updated_at) "
+                    "VALUES (:u, 'bulk', :c, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                ),
+                {"u": "alice" if n % 2 else "carol", "c": n % 4 == 1},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO task (user_id, title, completed, created_at, updated_at) "
+                "SELECT user_id, title, NOT completed, created_at, updated_at FROM task WHERE title = 'bulk'"
+            )
+        )
+        connection.execute(text("UPDATE task SET completed = NOT completed WHERE user_id = 'carol'"))
+        connection.execute(text("DELETE FROM task WHERE title = 'bulk' AND completed AND user_id = 'alice'"))
+        counts = {
+            user: total for user, total in connection.execute(text("SELECT user_id, total FROM task_count"))
+        }
+    for user in ("alice", "carol"):
+        expected = true_counts(engine, user)
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT total, completed FROM task_count WHERE user_id = :u"), {"u": user}
+            ).one()
+        assert tuple(row) == expected, user
+    assert counts["carol"] == 40
+    assert listed_counts(client, alice) == true_counts(engine, "alice")

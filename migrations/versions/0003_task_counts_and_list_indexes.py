@@ -36,44 +36,65 @@ POSTGRES_NAMES = [  # (table, PostgreSQL's default name, the convention's name)
     ("revoked_token", "revoked_token_pkey", "pk_revoked_token"),
 ]
 
+# Inserts and deletes are counted per statement (transition tables), so a bulk import or a bulk
+# delete updates each user's count row once, not once per task. Completion changes are counted
+# per row, and only when `completed` changes (PostgreSQL allows no transition tables with a
+# column list, and a whole-table trigger would run on every edit).
 POSTGRES_TRIGGERS = [
     """
-    CREATE FUNCTION task_count_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE FUNCTION task_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP = 'INSERT' THEN
-            INSERT INTO task_count AS c (user_id, total, completed)
-            VALUES (NEW.user_id, 1, NEW.completed::int)
-            ON CONFLICT (user_id) DO UPDATE
-                SET total = c.total + 1, completed = c.completed + EXCLUDED.completed;
-        ELSIF TG_OP = 'DELETE' THEN
-            UPDATE task_count SET total = total - 1, completed = completed - OLD.completed::int
-            WHERE user_id = OLD.user_id;
-        ELSE
-            UPDATE task_count SET completed = completed + NEW.completed::int - OLD.completed::int
-            WHERE user_id = NEW.user_id;
-        END IF;
+        INSERT INTO task_count AS c (user_id, total, completed)
+        SELECT user_id, COUNT(*), COUNT(*) FILTER (WHERE completed) FROM new_rows GROUP BY user_id
+        ON CONFLICT (user_id) DO UPDATE
+            SET total = c.total + EXCLUDED.total, completed = c.completed + EXCLUDED.completed;
         RETURN NULL;
     END
     $$
     """,
     """
-    CREATE TRIGGER task_count_on_insert AFTER INSERT ON task
-    FOR EACH ROW EXECUTE FUNCTION task_count_sync()
+    CREATE FUNCTION task_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE task_count AS c SET total = c.total - d.total, completed = c.completed - d.completed
+        FROM (
+            SELECT user_id, COUNT(*) AS total, COUNT(*) FILTER (WHERE completed) AS completed
+            FROM old_rows GROUP BY user_id
+        ) AS d
+        WHERE c.user_id = d.user_id;
+        RETURN NULL;
+    END
+    $$
     """,
     """
-    CREATE TRIGGER task_count_on_delete AFTER DELETE ON task
-    FOR EACH ROW EXECUTE FUNCTION task_count_sync()
+    CREATE FUNCTION task_count_completed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE task_count SET completed = completed + NEW.completed::int - OLD.completed::int
+        WHERE user_id = NEW.user_id;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER task_count_on_insert AFTER INSERT ON task REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION task_count_inserted()
+    """,
+    """
+    CREATE TRIGGER task_count_on_delete AFTER DELETE ON task REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION task_count_deleted()
     """,
     """
     CREATE TRIGGER task_count_on_complete AFTER UPDATE OF completed ON task
-    FOR EACH ROW WHEN (OLD.completed IS DISTINCT FROM NEW.completed) EXECUTE FUNCTION task_count_sync()
+    FOR EACH ROW WHEN (OLD.completed IS DISTINCT FROM NEW.completed)
+    EXECUTE FUNCTION task_count_completed()
     """,
 ]
 POSTGRES_DROP = [
     "DROP TRIGGER task_count_on_complete ON task",
     "DROP TRIGGER task_count_on_delete ON task",
     "DROP TRIGGER task_count_on_insert ON task",
-    "DROP FUNCTION task_count_sync()",
+    "DROP FUNCTION task_count_completed()",
+    "DROP FUNCTION task_count_deleted()",
+    "DROP FUNCTION task_count_inserted()",
 ]
 
 SQLITE_TRIGGERS = [
