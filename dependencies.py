@@ -1,8 +1,8 @@
 """The routes' dependencies: the services they use, who is asking, and whether they may."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from sqlmodel import Session
@@ -12,6 +12,9 @@ from passwords import LoginThrottle, PasswordHasher
 from schemas import ErrorDetail
 from settings import Settings
 from tokens import AuthError, KeysUnavailable, Principal, RevocationList, TokenVerifier
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +115,35 @@ async def current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def path_user(
+@dataclass(frozen=True, slots=True)
+class OwnTasks:
+    """The caller's own tasks: the path user, once checked against the token, and the database.
+
+    `run` hands a function of tasks.py its session and the owner in one worker-thread hop, so a
+    handler cannot forget the owner or reach anyone else's tasks.
+    """
+
+    user_id: str
+    database: Database
+
+    async def run(
+        self, work: Callable[Concatenate[Session, str, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await self.database.run(work, self.user_id, *args, **kwargs)
+
+
+async def own_tasks(
     user_id: Annotated[str, Path(min_length=1, max_length=255, description="The token's subject")],
-    principal: CurrentPrincipal,
-) -> str:
-    """The path's user, if it is the token's subject: 403 otherwise."""
+    request: Request,
+) -> OwnTasks:
+    """The path's user, if it is the token's subject (403 otherwise).
+
+    One dependency for the whole check: each dependency FastAPI resolves costs every request.
+    """
+    principal = await current_principal(request)
     if user_id != principal.user_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "You may only reach your own tasks")
-    return user_id
+    return OwnTasks(user_id, services(request).database)
 
 
-UserId = Annotated[str, Depends(path_user)]
+MyTasks = Annotated[OwnTasks, Depends(own_tasks)]

@@ -5,14 +5,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-from fastapi import FastAPI, Security
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.security import HTTPBearer, OAuth2PasswordBearer
 from pydantic import ValidationError
 
 from db import Database, make_engine, migrate, size_thread_pool
-from dependencies import Services
-from middleware import BodyLimit, add_error_handlers
+from dependencies import TOKEN_ERRORS, Services
+from middleware import BodyLimit, add_error_handlers, document_security
 from passwords import LoginThrottle, PasswordHasher
 from routes import auth, health, tasks
 from settings import Settings
@@ -73,19 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
 
-    # Documented ways in for Swagger's Authorize dialog; the token itself is checked by the
-    # routes' own dependency, so both schemes are optional here.
-    schemes = [Security(HTTPBearer(auto_error=False, scheme_name="bearerToken"))]
+    app.include_router(tasks.router)  # first: the routes matched most often
     if settings.accounts_enabled:
-        schemes.append(
-            Security(
-                OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False, scheme_name="passwordLogin")
-            )
-        )
         app.include_router(auth.router)
-        app.include_router(auth.session_router, dependencies=schemes)
     app.include_router(health.router)
-    app.include_router(tasks.router, dependencies=schemes)
+    document_security(
+        app, password_login=settings.accounts_enabled, token_error=TOKEN_ERRORS[401]["description"]
+    )
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(  # added last, so it also wraps the body limit's 413

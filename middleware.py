@@ -1,4 +1,4 @@
-"""HTTP plumbing: the body-size limit and the error handlers (JSON errors, never a traceback)."""
+"""HTTP plumbing: the body-size limit, error handlers (JSON, never a traceback), documented security."""
 
 import json
 import logging
@@ -128,3 +128,33 @@ def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
             content={"detail": "Internal server error", "request_id": request_id},
             headers=headers,
         )
+
+
+def document_security(app: FastAPI, *, password_login: bool, token_error: str) -> None:
+    """Offer Swagger's Authorize dialog both ways in, on every operation that checks a token.
+
+    Written into the OpenAPI document once, rather than declared as security dependencies that
+    FastAPI would run on every request only to document them (the token dependency does the work).
+    The operations that check a token are those documenting its 401 (`token_error`).
+    """
+    schemes: dict[str, Any] = {"bearerToken": {"type": "http", "scheme": "bearer"}}
+    if password_login:
+        schemes["passwordLogin"] = {
+            "type": "oauth2",
+            "flows": {"password": {"scopes": {}, "tokenUrl": "/auth/login"}},
+        }
+    requirement: list[dict[str, list[str]]] = [{name: []} for name in schemes]
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {})["securitySchemes"] = schemes
+            for operations in spec["paths"].values():
+                for operation in operations.values():
+                    if operation.get("responses", {}).get("401", {}).get("description") == token_error:
+                        operation["security"] = requirement
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

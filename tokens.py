@@ -327,6 +327,8 @@ class TokenVerifier:
             raise AuthError(f"Token has no '{exc.claim}' claim") from None
         except jwt.exceptions.InvalidSubjectError:
             raise AuthError("Token has no usable subject") from None
+        except jwt.exceptions.InvalidJTIError:
+            raise AuthError("Token has an unusable jti") from None
         except jwt.InvalidSignatureError:
             raise AuthError("Token signature is invalid") from None
         except jwt.PyJWTError:

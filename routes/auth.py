@@ -24,8 +24,6 @@ from schemas import ErrorDetail, TokenResponse, UserLogin, UserPublic, UserRegis
 from tokens import mint_token
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-# /me and /logout take a bearer token; main.py attaches the documented security schemes.
-session_router = APIRouter(prefix="/auth", tags=["auth"], responses=TOKEN_ERRORS)
 
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -84,7 +82,9 @@ async def login_credentials(request: Request) -> UserLogin:
     try:
         return UserLogin.model_validate(data)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        # Located in the body, as FastAPI locates the errors of every other route's body.
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 @router.post(
@@ -131,11 +131,14 @@ def login(
     return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
 
 
-@session_router.get(
+@router.get(
     "/me",
     response_model=UserPublic,
     summary="The account behind the token",
-    responses={404: {"model": ErrorDetail, "description": "The token's subject has no account here"}},
+    responses={
+        **TOKEN_ERRORS,
+        404: {"model": ErrorDetail, "description": "The token's subject has no account here"},
+    },
 )
 def me(principal: CurrentPrincipal, session: SessionDep) -> User:
     user = session.get(User, principal.user_id)
@@ -144,12 +147,15 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> User:
     return user
 
 
-@session_router.post(
+@router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Revoke the presented token",
-    responses={400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"}},
+    responses={
+        **TOKEN_ERRORS,
+        400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"},
+    },
 )
 def logout(principal: CurrentPrincipal, session: SessionDep, revocations: RevocationsDep) -> None:
     if principal.jti is None:

@@ -1,7 +1,7 @@
 """The task API: /api/{user_id}/tasks.
 
 Each handler runs on the event loop, checks the token there, and hands its one statement to a
-worker thread (`db.run`): one hop per request. Rows are written to JSON once, straight from the
+worker thread (`mine.run`): one hop per request. Rows are written to JSON once, straight from the
 database (orjson), in the shape that `schemas.TaskPublic` documents.
 """
 
@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
 import tasks
-from dependencies import TOKEN_ERRORS, DatabaseDep, UserId
+from dependencies import TOKEN_ERRORS, MyTasks
 from models import ID_MAX
 from schemas import ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic, TaskUpdate
 
@@ -71,8 +71,7 @@ def task_not_found() -> HTTPException:
     responses={422: {"description": "Invalid query parameter"}},
 )
 async def list_tasks(
-    user_id: UserId,
-    db: DatabaseDep,
+    mine: MyTasks,
     request: Request,
     status_filter: Annotated[
         Literal["all", "pending", "completed"], Query(alias="status", description="Which tasks")
@@ -94,7 +93,7 @@ async def list_tasks(
     if wanted is not None and completed is not None and wanted != completed:
         raise HTTPException(422, "status and completed filters contradict each other")
     where = tasks.TaskFilter(completed=completed if completed is not None else wanted)
-    page = await db.run(tasks.list_page, user_id, where, sort_order(sort, order), limit=limit, offset=offset)
+    page = await mine.run(tasks.list_page, where, sort_order(sort, order), limit=limit, offset=offset)
     headers = {"X-Total-Count": str(page.total)}
     links = page_links(request, total=page.total, limit=limit, offset=offset)
     if links:
@@ -154,15 +153,15 @@ def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
     summary="Create a task",
     response_description="The created task; `Location` names its URL",
 )
-async def create_task(task_in: TaskCreate, user_id: UserId, db: DatabaseDep, request: Request) -> Response:
-    row = await db.run(tasks.create, user_id, task_in.model_dump())
+async def create_task(task_in: TaskCreate, mine: MyTasks, request: Request) -> Response:
+    row = await mine.run(tasks.create, task_in.model_dump())
     location = f"{request_url(request)}/{row.id}"
     return task_response(row, status.HTTP_201_CREATED, {"Location": location})
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
-async def get_task(task_id: TaskId, user_id: UserId, db: DatabaseDep) -> Response:
-    return task_response(await db.run(tasks.get, user_id, task_id))
+async def get_task(task_id: TaskId, mine: MyTasks) -> Response:
+    return task_response(await mine.run(tasks.get, task_id))
 
 
 @router.put(
@@ -172,8 +171,8 @@ async def get_task(task_id: TaskId, user_id: UserId, db: DatabaseDep) -> Respons
     description="Replaces every editable field: a field left out takes its default.",
     responses=TASK_ERRORS,
 )
-async def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, db: DatabaseDep) -> Response:
-    return task_response(await db.run(tasks.update, user_id, task_id, task_in.model_dump()))
+async def replace_task(task_id: TaskId, task_in: TaskUpdate, mine: MyTasks) -> Response:
+    return task_response(await mine.run(tasks.update, task_id, task_in.model_dump()))
 
 
 @router.patch(
@@ -183,9 +182,8 @@ async def replace_task(task_id: TaskId, task_in: TaskUpdate, user_id: UserId, db
     description="Only the fields sent change.",
     responses=TASK_ERRORS,
 )
-async def patch_task(task_id: TaskId, changes: TaskPatch, user_id: UserId, db: DatabaseDep) -> Response:
-    values = changes.model_dump(exclude_unset=True)
-    return task_response(await db.run(tasks.update, user_id, task_id, values))
+async def patch_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Response:
+    return task_response(await mine.run(tasks.update, task_id, changes.model_dump(exclude_unset=True)))
 
 
 COMPLETION_DOC = (
@@ -211,14 +209,12 @@ COMPLETION_DOC = (
 )
 async def complete_task(
     task_id: TaskId,
-    user_id: UserId,
-    db: DatabaseDep,
+    mine: MyTasks,
     completion: Annotated[TaskCompletion | None, Body()] = None,
 ) -> Response:
     if completion is None:
-        return task_response(await db.run(tasks.toggle, user_id, task_id))
-    values = {"completed": completion.completed}
-    return task_response(await db.run(tasks.update, user_id, task_id, values))
+        return task_response(await mine.run(tasks.toggle, task_id))
+    return task_response(await mine.run(tasks.update, task_id, {"completed": completion.completed}))
 
 
 @router.delete(
@@ -228,6 +224,6 @@ async def complete_task(
     summary="Delete a task",
     responses=TASK_ERRORS,
 )
-async def delete_task(task_id: TaskId, user_id: UserId, db: DatabaseDep) -> None:
-    if not await db.run(tasks.remove, user_id, task_id):
+async def delete_task(task_id: TaskId, mine: MyTasks) -> None:
+    if not await mine.run(tasks.remove, task_id):
         raise task_not_found()

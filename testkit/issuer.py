@@ -46,6 +46,8 @@ class Issuer:
         self.keys = keys  # alg -> key; the same keys are reused across tests (RSA is slow to make)
         self.published: list[dict[str, Any]] = [key.jwk() for key in keys.values()]
         self.down = False
+        # When set, the served document is padded (with a junk field) to exactly this many bytes.
+        self.document_bytes: int | None = None
         self.requests = 0
         issuer = self
 
@@ -58,7 +60,7 @@ class Issuer:
                 if self.path != "/api/auth/jwks":
                     self.send_error(404)
                     return
-                body = json.dumps({"keys": issuer.published}).encode()
+                body = issuer.document()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -77,6 +79,18 @@ class Issuer:
         self.server.shutdown()
         self.server.server_close()
 
+    def document(self) -> bytes:
+        """The JWKS as served: the published keys, padded to `document_bytes` if that is set."""
+        if self.document_bytes is None:
+            return json.dumps({"keys": self.published}).encode()
+        bare = json.dumps({"keys": self.published, "padding": ""}).encode()
+        if self.document_bytes < len(bare):
+            raise ValueError(f"the keys alone take {len(bare)} bytes")
+        padding = "x" * (self.document_bytes - len(bare))
+        body = json.dumps({"keys": self.published, "padding": padding}).encode()
+        assert len(body) == self.document_bytes
+        return body
+
     def publish(self, *keys: SigningKey, with_alg: bool = True) -> None:
         self.published = [key.jwk(with_alg=with_alg) for key in keys]
 
@@ -87,9 +101,11 @@ class Issuer:
         key: SigningKey | None = None,
         lifetime: int = 900,
         headers: dict[str, Any] | None = None,
+        with_kid: bool = True,
         **claims: Any,
     ) -> str:
-        """A token shaped like Better Auth's JWT plugin makes them."""
+        """A token shaped like Better Auth's JWT plugin makes them; `with_kid=False` leaves out the
+        header's `kid`, as some issuers do."""
         key = key or self.keys[alg]
         now = int(time.time())
         payload = {
@@ -105,6 +121,5 @@ class Issuer:
             **claims,
         }
         payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(
-            payload, key.private_key, algorithm=key.alg, headers={"kid": key.kid, **(headers or {})}
-        )
+        header = {"kid": key.kid} if with_kid else {}
+        return jwt.encode(payload, key.private_key, algorithm=key.alg, headers={**header, **(headers or {})})

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
@@ -15,9 +16,12 @@ from fastapi.testclient import TestClient
 from settings import Settings
 from testkit import bearer, sign
 from testkit.issuer import ALGORITHMS, Issuer, SigningKey, generate_key
+from tokens import MAX_JWKS_BYTES
 
 USER = uuid.uuid4().hex  # Better Auth user ids are 32-character strings
 TASKS = f"/api/{USER}/tasks"
+UNKNOWN_KEY = "Token signing key is unknown"
+KEYS_UNAVAILABLE = "Token signing keys are unavailable: the issuer cannot be reached"
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +110,51 @@ def test_a_flood_of_unknown_kids_fetches_at_most_once(client: TestClient, issuer
     assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
     for _ in range(20):
         token = issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex})
-        assert_401(client.get(TASKS, headers=bearer(token)))
+        assert_401(client.get(TASKS, headers=bearer(token)), UNKNOWN_KEY)
     assert issuer.requests == 2
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_a_token_without_kid_uses_the_one_published_key_that_fits(
+    client: TestClient, issuer: Issuer, alg: str
+) -> None:
+    token = issuer.token(alg, sub=USER, with_kid=False)
+    assert "kid" not in jwt.get_unverified_header(token)
+    assert client.get(TASKS, headers=bearer(token)).status_code == 200
+
+
+def test_a_token_without_kid_is_401_when_two_published_keys_fit(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    first, second = signing_keys["EdDSA"], SigningKey("EdDSA", generate_key("EdDSA"))
+    issuer.publish(first, second, signing_keys["ES256"])
+    for key in (first, second):  # which one signed cannot be told without trying both
+        token = issuer.token(key=key, sub=USER, with_kid=False)
+        assert_401(client.get(TASKS, headers=bearer(token)), UNKNOWN_KEY)
+    for key in (first, second):  # with their kids, both keys work
+        assert client.get(TASKS, headers=bearer(issuer.token(key=key, sub=USER))).status_code == 200
+
+
+def test_a_token_without_kid_is_401_when_no_published_key_fits(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    issuer.publish(signing_keys["ES256"], signing_keys["RS256"])
+    token = issuer.token("EdDSA", sub=USER, with_kid=False)
+    assert_401(client.get(TASKS, headers=bearer(token)), UNKNOWN_KEY)
+
+
+def test_a_token_without_kid_is_401_when_the_key_is_published_for_another_algorithm(
+    client: TestClient, issuer: Issuer, signing_keys: dict[str, SigningKey]
+) -> None:
+    """The RSA key would verify the signature, but its JWK names PS256, not the token's RS256."""
+    rsa = signing_keys["PS256"]
+    issuer.publish(rsa)
+    as_rs256 = SigningKey("RS256", rsa.private_key, kid=rsa.kid)
+    assert (
+        client.get(TASKS, headers=bearer(issuer.token(key=rsa, sub=USER, with_kid=False))).status_code == 200
+    )
+    token = issuer.token(key=as_rs256, sub=USER, with_kid=False)
+    assert_401(client.get(TASKS, headers=bearer(token)), UNKNOWN_KEY)
 
 
 def test_kid_of_a_key_for_another_algorithm_is_401(
@@ -115,7 +162,7 @@ def test_kid_of_a_key_for_another_algorithm_is_401(
 ) -> None:
     # An EdDSA signature presented under the ES256 key's id.
     token = issuer.token("EdDSA", sub=USER, headers={"kid": signing_keys["ES256"].kid})
-    assert_401(client.get(TASKS, headers=bearer(token)))
+    assert_401(client.get(TASKS, headers=bearer(token)), UNKNOWN_KEY)
 
 
 def test_cached_keys_survive_an_issuer_outage(
@@ -133,8 +180,32 @@ def test_issuer_down_with_no_cached_keys_is_503(client: TestClient, issuer: Issu
     issuer.down = True
     response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
     assert response.status_code == 503
-    assert int(response.headers["Retry-After"]) > 0
-    assert "unavailable" in response.json()["detail"]
+    assert response.headers["Retry-After"] == "5"
+    assert response.json() == {"detail": KEYS_UNAVAILABLE}
+
+
+def test_a_jwks_over_the_size_cap_is_an_unavailable_issuer(client: TestClient, issuer: Issuer) -> None:
+    issuer.document_bytes = MAX_JWKS_BYTES + 1
+    response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json() == {"detail": KEYS_UNAVAILABLE}
+    assert issuer.requests == 1
+
+
+def test_a_jwks_of_exactly_the_size_cap_is_used(client: TestClient, issuer: Issuer) -> None:
+    issuer.document_bytes = MAX_JWKS_BYTES
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+
+
+def test_an_oversized_jwks_leaves_the_cached_keys_working(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    client = make_client(jwks_settings(jwks_cache_seconds=0))  # every request wants fresh keys
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    issuer.document_bytes = MAX_JWKS_BYTES + 1
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    assert issuer.requests == 2  # the oversized document was fetched, and not used
 
 
 def test_issuer_unreachable_is_503_then_recovers(
@@ -171,7 +242,9 @@ def test_hs256_signed_with_the_public_key_is_401(
     payload = b64(json.dumps({"sub": USER, "iat": now, "exp": now + 900, "iss": issuer.url}).encode())
     for secret in (pem, json.dumps(key.jwk()).encode()):
         signature = b64(hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
-        assert_401(client.get(TASKS, headers=bearer(f"{header}.{payload}.{signature}")))
+        assert_401(
+            client.get(TASKS, headers=bearer(f"{header}.{payload}.{signature}")), "Token signature is invalid"
+        )
 
 
 def test_alg_none_with_a_kid_is_401(client: TestClient, issuer: Issuer, signing_keys) -> None:
@@ -191,7 +264,7 @@ def test_tampered_payload_is_401(client: TestClient, issuer: Issuer) -> None:
 def test_tampered_signature_is_401(client: TestClient, issuer: Issuer) -> None:
     head, payload, signature = issuer.token("ES256", sub=USER).split(".")
     flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
-    assert_401(client.get(TASKS, headers=bearer(f"{head}.{payload}.{flipped}")))
+    assert_401(client.get(TASKS, headers=bearer(f"{head}.{payload}.{flipped}")), "Token signature is invalid")
 
 
 def test_expired_is_401(client: TestClient, issuer: Issuer) -> None:
@@ -259,6 +332,7 @@ def test_no_string_subject_is_401(client: TestClient, issuer: Issuer) -> None:
 def test_path_user_must_be_the_subject(client: TestClient, issuer: Issuer) -> None:
     response = client.get("/api/someone-else/tasks", headers=bearer(issuer.token(sub=USER)))
     assert response.status_code == 403
+    assert response.json() == {"detail": "You may only reach your own tasks"}
 
 
 def test_explicit_jwks_url_issuer_and_audience(
@@ -274,7 +348,7 @@ def test_explicit_jwks_url_issuer_and_audience(
     good = issuer.token(sub=USER, iss="https://auth.example", aud="todo-api")
     assert client.get(TASKS, headers=bearer(good)).status_code == 200
     default_shape = issuer.token(sub=USER)
-    assert_401(client.get(TASKS, headers=bearer(default_shape)))
+    assert_401(client.get(TASKS, headers=bearer(default_shape)), "Token issuer is not accepted")
 
 
 def test_asymmetric_tokens_without_jwks_configured_are_401(

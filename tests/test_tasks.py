@@ -1,6 +1,7 @@
 """The task API through HTTP: create, read, list, replace, patch, complete, delete."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +13,12 @@ def create(client: TestClient, headers: dict[str, str], user: str = "alice", **f
     response = client.post(f"/api/{user}/tasks", json={"title": "a task", **fields}, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def error_locs(response: Any) -> list[list[str | int]]:
+    """The `loc` of each validation error in a 422, in order."""
+    assert response.status_code == 422, response.text
+    return [error["loc"] for error in response.json()["detail"]]
 
 
 def parse_time(value: str) -> datetime:
@@ -71,22 +78,22 @@ def test_create_ignores_read_only_fields(client: TestClient, alice: dict) -> Non
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {},
-        {"title": ""},
-        {"title": "   "},
-        {"title": "x" * 201},
-        {"title": 42},
-        {"title": None},
-        {"title": ["a"]},
-        {"title": "ok", "description": "x" * 1001},
-        {"title": "ok", "completed": "maybe"},
-        {"title": "ok", "completed": "yes"},
-        {"title": "ok", "completed": 1},
-        {"title": "ok", "priority": "high"},
-        {"title": "nul \u0000 inside"},
-        {"title": "ok", "description": "nul \u0000 inside"},
+        ({}, "title"),
+        ({"title": ""}, "title"),
+        ({"title": "   "}, "title"),
+        ({"title": "x" * 201}, "title"),
+        ({"title": 42}, "title"),
+        ({"title": None}, "title"),
+        ({"title": ["a"]}, "title"),
+        ({"title": "ok", "description": "x" * 1001}, "description"),
+        ({"title": "ok", "completed": "maybe"}, "completed"),
+        ({"title": "ok", "completed": "yes"}, "completed"),
+        ({"title": "ok", "completed": 1}, "completed"),
+        ({"title": "ok", "priority": "high"}, "priority"),
+        ({"title": "nul \u0000 inside"}, "title"),
+        ({"title": "ok", "description": "nul \u0000 inside"}, "description"),
     ],
     ids=[
         "missing-title",
@@ -105,24 +112,26 @@ def test_create_ignores_read_only_fields(client: TestClient, alice: dict) -> Non
         "nul-in-description",
     ],
 )
-def test_invalid_create_is_422_and_stores_nothing(client: TestClient, alice: dict, body: dict) -> None:
+def test_invalid_create_is_422_and_stores_nothing(
+    client: TestClient, alice: dict, body: dict, field: str
+) -> None:
     response = client.post(TASKS, json=body, headers=alice)
-    assert response.status_code == 422
-    assert "detail" in response.json()
+    assert error_locs(response) == [["body", field]]
     assert client.get(TASKS, headers=alice).json() == []
 
 
 def test_lone_surrogate_is_422(client: TestClient, alice: dict) -> None:
     headers = {**alice, "Content-Type": "application/json"}
     response = client.post(TASKS, content=b'{"title": "bad \\ud800 text"}', headers=headers)
-    assert response.status_code == 422
+    assert error_locs(response) == [["body", "title"]]
     assert client.get(TASKS, headers=alice).json() == []
 
 
 def test_malformed_json_is_422(client: TestClient, alice: dict) -> None:
     headers = {**alice, "Content-Type": "application/json"}
     response = client.post(TASKS, content=b'{"title": ', headers=headers)
-    assert response.status_code == 422
+    assert error_locs(response) == [["body", 10]]  # the offset where the JSON breaks off
+    assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
 def test_title_at_the_limits_is_accepted(client: TestClient, alice: dict) -> None:
@@ -155,7 +164,7 @@ def test_missing_task_is_404(client: TestClient, alice: dict) -> None:
 
 @pytest.mark.parametrize("task_id", ["abc", "1.5", "0", "-3", str(2**64)])
 def test_bad_task_id_is_422(client: TestClient, alice: dict, task_id: str) -> None:
-    assert client.get(f"{TASKS}/{task_id}", headers=alice).status_code == 422
+    assert error_locs(client.get(f"{TASKS}/{task_id}", headers=alice)) == [["path", "task_id"]]
 
 
 def test_largest_task_id_is_a_plain_404(client: TestClient, alice: dict) -> None:
@@ -200,27 +209,38 @@ def test_status_filters(client: TestClient, alice: dict, query: str, expected: s
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "param"),
     [
-        "status=done",
-        "completed=perhaps",
-        "status=pending&completed=true",
-        "sort=priority",
-        "sort=id",
-        "order=up",
-        "sort=-title&order=asc",
-        "sort=%2Btitle&order=desc",
-        "limit=0",
-        "limit=501",
-        "limit=x",
-        "offset=-1",
-        f"offset={2**40}",
+        ("status=done", "status"),
+        ("completed=perhaps", "completed"),
+        ("sort=priority", "sort"),
+        ("sort=id", "sort"),
+        ("order=up", "order"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=x", "limit"),
+        ("offset=-1", "offset"),
+        (f"offset={2**40}", "offset"),
     ],
 )
-def test_bad_list_query_is_422(client: TestClient, alice: dict, query: str) -> None:
+def test_bad_list_query_is_422(client: TestClient, alice: dict, query: str, param: str) -> None:
+    response = client.get(f"{TASKS}?{query}", headers=alice)
+    assert error_locs(response) == [["query", param]]
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("status=pending&completed=true", "status and completed filters contradict each other"),
+        ("status=completed&completed=false", "status and completed filters contradict each other"),
+        ("sort=-title&order=asc", "sort '-title' and order=asc contradict each other"),
+        ("sort=%2Btitle&order=desc", "sort '+title' and order=desc contradict each other"),
+    ],
+)
+def test_contradicting_list_query_is_422(client: TestClient, alice: dict, query: str, detail: str) -> None:
     response = client.get(f"{TASKS}?{query}", headers=alice)
     assert response.status_code == 422
-    assert "detail" in response.json()
+    assert response.json() == {"detail": detail}
 
 
 @pytest.mark.parametrize(
@@ -307,6 +327,7 @@ def test_limit_defaults_to_100_and_caps_at_500(client: TestClient, alice: dict) 
         create(client, alice, title=f"t{i}")
     assert len(client.get(TASKS, headers=alice).json()) == 100
     assert len(client.get(f"{TASKS}?limit=500", headers=alice).json()) == 101
+    assert error_locs(client.get(f"{TASKS}?limit=501", headers=alice)) == [["query", "limit"]]
 
 
 # --- replace (PUT) and patch ----------------------------------------------------------------------
@@ -328,7 +349,8 @@ def test_put_replaces_every_editable_field(client: TestClient, alice: dict) -> N
 def test_put_requires_a_title(client: TestClient, alice: dict) -> None:
     task = create(client, alice, title="keep")
     response = client.put(f"{TASKS}/{task['id']}", json={"description": "no title"}, headers=alice)
-    assert response.status_code == 422
+    assert error_locs(response) == [["body", "title"]]
+    assert response.json()["detail"][0]["type"] == "missing"
     assert client.get(f"{TASKS}/{task['id']}", headers=alice).json() == task
 
 
@@ -376,12 +398,24 @@ def test_empty_patch_changes_nothing(client: TestClient, alice: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [{"title": None}, {"title": " "}, {"completed": None}, {"colour": "red"}, {"description": 5}],
+    ("body", "loc", "message"),
+    [
+        # A null for a field that cannot be empty is refused by the model as a whole; its
+        # message names the field.
+        ({"title": None}, ["body"], "title cannot be null"),
+        ({"title": " "}, ["body", "title"], "at least 1 character"),
+        ({"completed": None}, ["body"], "completed cannot be null"),
+        ({"colour": "red"}, ["body", "colour"], "Extra inputs are not permitted"),
+        ({"description": 5}, ["body", "description"], "valid string"),
+    ],
 )
-def test_invalid_patch_is_422_and_changes_nothing(client: TestClient, alice: dict, body: dict) -> None:
+def test_invalid_patch_is_422_and_changes_nothing(
+    client: TestClient, alice: dict, body: dict, loc: list[str], message: str
+) -> None:
     task = create(client, alice)
-    assert client.patch(f"{TASKS}/{task['id']}", json=body, headers=alice).status_code == 422
+    response = client.patch(f"{TASKS}/{task['id']}", json=body, headers=alice)
+    assert error_locs(response) == [loc]
+    assert message in response.json()["detail"][0]["msg"]
     assert client.get(f"{TASKS}/{task['id']}", headers=alice).json() == task
 
 
@@ -420,11 +454,19 @@ def test_body_sets_completed_so_retries_are_safe(client: TestClient, alice: dict
     assert client.patch(url, json={"completed": False}, headers=alice).json()["completed"] is False
 
 
-@pytest.mark.parametrize("body", [{"completed": "soon"}, {"completed": None}, {"done": True}, {}])
-def test_bad_completion_body_is_422(client: TestClient, alice: dict, body: dict) -> None:
+@pytest.mark.parametrize(
+    ("body", "locs"),
+    [
+        ({"completed": "soon"}, [["body", "completed"]]),
+        ({"completed": None}, [["body", "completed"]]),
+        ({"done": True}, [["body", "completed"], ["body", "done"]]),
+        ({}, [["body", "completed"]]),
+    ],
+)
+def test_bad_completion_body_is_422(client: TestClient, alice: dict, body: dict, locs: list) -> None:
     task = create(client, alice)
     response = client.patch(f"{TASKS}/{task['id']}/complete", json=body, headers=alice)
-    assert response.status_code == 422
+    assert error_locs(response) == locs
     assert client.get(f"{TASKS}/{task['id']}", headers=alice).json()["completed"] is False
 
 
