@@ -41,6 +41,7 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             settings.database_url,
             isolation_level="AUTOCOMMIT",
+            skip_autocommit_rollback=True,
             # Sessions are used from FastAPI's threadpool; each request gets its own connection.
             connect_args={"check_same_thread": False, "timeout": 30},
             **pool,
@@ -56,6 +57,9 @@ def make_engine(settings: Settings) -> Engine:
         # Nothing to roll back when a connection comes back: it never holds a transaction open
         # (`transaction()` ends its own), so spare the reset call on every checkin.
         pool_reset_on_return=None,
+        # Nor when a session closes: in autocommit its ROLLBACK would do nothing but cost the
+        # worker thread a release and re-acquisition of the GIL.
+        skip_autocommit_rollback=True,
         pool_recycle=settings.db_pool_recycle,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,

@@ -3,6 +3,7 @@
 Run `python tokens.py USER_ID` to print a development token signed with the configured secret.
 """
 
+import base64
 import json
 import logging
 import sys
@@ -239,7 +240,9 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings, revocations: RevocationList) -> None:
         self.revocations = revocations
-        self.secret = settings.secret
+        # Prepared once: passed as text, PyJWT would check and encode the secret on every call.
+        secret = base64.urlsafe_b64encode(settings.secret.encode()).rstrip(b"=").decode()
+        self.secret_key = jwt.PyJWK({"kty": "oct", "k": secret}, algorithm="HS256")
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.leeway = settings.jwt_leeway_seconds
         self.subject_claims = tuple(settings.jwt_subject_claims)
@@ -299,9 +302,9 @@ class TokenVerifier:
         """Verify signature and claims. `key` is the JWKS key, or None for HS256."""
         issuer: str | list[str] | None
         audience: str | list[str] | None
-        signing_key: str | jwt.PyJWK
+        signing_key: jwt.PyJWK
         if header["alg"] == "HS256":
-            issuer, audience, signing_key = self.hs_issuer, self.hs_audience, self.secret
+            issuer, audience, signing_key = self.hs_issuer, self.hs_audience, self.secret_key
         else:
             assert key is not None
             issuer, audience, signing_key = self.jwks_issuer, self.jwks_audience, key

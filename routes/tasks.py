@@ -42,7 +42,7 @@ MAX_OFFSET = 2**31 - 1
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(content, option=orjson.OPT_UTC_Z),
+        orjson.dumps(content, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
         status_code=status_code,
         headers=headers,
         media_type="application/json",
