@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from db import Database, make_engine, migrate, size_thread_pool
 from dependencies import TOKEN_ERRORS, Services
+from logs import batched_access_log
 from middleware import BodyLimit, add_error_handlers, document_security
 from passwords import LoginThrottle, PasswordHasher
 from routes import auth, health, tasks
@@ -60,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         size_thread_pool(settings)
         if settings.migrate_on_startup:
             await to_thread.run_sync(migrate, engine)
-        yield
+        async with batched_access_log():
+            yield
         engine.dispose()
 
     app = FastAPI(
