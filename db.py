@@ -4,15 +4,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, event, exc, make_url
 from sqlmodel import Session, create_engine
 
 from settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent
 P = ParamSpec("P")
@@ -104,7 +105,9 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
             raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
 
 
-def alembic_config() -> Config:
+def alembic_config() -> "Config":
+    from alembic.config import Config  # imported when migrating only: about 11 MB of modules
+
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     return config
@@ -112,15 +115,19 @@ def alembic_config() -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to `revision` with the Alembic migrations, in one transaction."""
+    from alembic import command
+
     _alembic(engine, command.upgrade, revision)
 
 
 def migrate_down(engine: Engine, revision: str) -> None:
     """Take the schema back down to `revision` (`base`: no tables), in one transaction."""
+    from alembic import command
+
     _alembic(engine, command.downgrade, revision)
 
 
-def _alembic(engine: Engine, action: Callable[[Config, str], None], revision: str) -> None:
+def _alembic(engine: Engine, action: Callable[["Config", str], None], revision: str) -> None:
     config = alembic_config()
     with transaction(engine) as connection:
         config.attributes["connection"] = connection

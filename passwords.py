@@ -26,15 +26,22 @@ class PasswordHasher:
                 ),
             )
         )
-        self._dummy = self._hash.hash(secrets.token_urlsafe(16))
+        # Made at the first login for an unknown email, not at start-up: hashing takes the whole
+        # Argon2 memory (64 MiB by default), which would otherwise double the process's peak RSS
+        # for a service that may never see a password.
+        self._dummy: str | None = None
 
     def hash(self, password: str) -> str:
         return self._hash.hash(password)
 
     def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """(valid, a new hash if the parameters changed). With no stored hash, as slow as a miss."""
-        valid, new_hash = self._hash.verify_and_update(password, stored or self._dummy)
-        return valid and stored is not None, new_hash
+        if stored is None:
+            self._dummy = stored = self._dummy or self._hash.hash(secrets.token_urlsafe(16))
+            self._hash.verify(password, stored)
+            return False, None
+        valid, new_hash = self._hash.verify_and_update(password, stored)
+        return valid, new_hash
 
 
 class FailureLimiter:
