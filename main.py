@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
-from db import Database, make_engine, migrate, size_thread_pool
+from db import Database, make_engine, migrate, tune_threads
 from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
 from middleware import BodyLimit, add_error_handlers, document_security
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        size_thread_pool(settings)
+        tune_threads(settings)
         if settings.migrate_on_startup:
             await to_thread.run_sync(migrate, engine)
         async with batched_access_log():
