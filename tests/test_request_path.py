@@ -339,3 +339,30 @@ def test_counts_follow_statements_that_write_many_tasks(client: TestClient, alic
         assert tuple(row) == expected, user
     assert counts["carol"] == 40
     assert listed_counts(client, alice) == true_counts(engine, "alice")
+
+
+def test_each_task_response_is_the_documented_task(client: TestClient, alice: dict[str, str]) -> None:
+    """Rows are written to JSON by hand (orjson): each body must be schemas.TaskPublic, key for key,
+    with UTC timestamps ending in Z, on every route that returns a task."""
+    from pydantic import TypeAdapter
+
+    from schemas import TaskPublic
+
+    created = client.post(TASKS, json={"title": "t", "description": "d", "completed": True}, headers=alice)
+    url = f"{TASKS}/{created.json()['id']}"
+    bodies = [
+        created.json(),
+        client.get(url, headers=alice).json(),
+        client.put(url, json={"title": "u"}, headers=alice).json(),
+        client.patch(url, json={"completed": True}, headers=alice).json(),
+        client.patch(f"{url}/toggle", headers=alice).json(),
+        *client.get(TASKS, headers=alice).json(),
+    ]
+    fields = list(TaskPublic.model_fields)
+    adapter = TypeAdapter(TaskPublic)
+    for body in bodies:
+        assert list(body) == fields
+        assert adapter.validate_python(body).model_dump(mode="json") == body
+        for name in ("created_at", "updated_at"):
+            assert body[name].endswith("Z"), body[name]
+    assert bodies[3]["completed_at"].endswith("Z")
