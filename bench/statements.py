@@ -38,12 +38,13 @@ def shape(statement: str) -> str:
     """A statement reduced to its verb, table and RETURNING, e.g. `UPDATE task RETURNING`."""
     words = statement.split()
     verb = words[0].upper() if words else "?"
-    match = re.search(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", statement, re.IGNORECASE)
-    parts = [verb, match.group(1) if match else ""]
+    # The last FROM is the statement's own; an earlier one belongs to a subquery in its columns.
+    tables = re.findall(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", statement, re.IGNORECASE)
+    parts = [verb, tables[-1] if tables else ""]
     if re.search(r"\bRETURNING\b", statement, re.IGNORECASE):
         parts.append("RETURNING")
-    if re.search(r"\bOVER\s*\(", statement, re.IGNORECASE):
-        parts.append("(window count)")
+    if len(tables) > 1:
+        parts.append(f"(+ {tables[0]} subquery)")
     return " ".join(part for part in parts if part)
 
 
@@ -112,7 +113,10 @@ def run() -> None:
         f"  {REQUESTS} requests per route with an HS256 token without jti (no revocation cache involved); "
         "a before_cursor_execute listener on the app's engine counts statements."
     )
-    print("  BEGIN/COMMIT are not cursor executes on SQLite, so they do not appear.")
+    print(
+        "  The engine autocommits: no BEGIN, COMMIT or ROLLBACK is sent "
+        "(tests/test_request_path.py checks that no transaction is left open)."
+    )
     print()
     headers_row = ("route", "request", "status", "statements", "per request", "kinds per request")
     print(table(headers_row, rows, align="llrrrl"))
