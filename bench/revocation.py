@@ -15,7 +15,6 @@ from bench.support import (
     USER,
     RunningApp,
     Samples,
-    bearer,
     bench_settings,
     expect,
     heading,
@@ -29,6 +28,7 @@ from bench.support import (
 from db import make_engine
 from models import RevokedToken
 from settings import Settings
+from testkit import bearer
 from tokens import RevocationList, mint_token
 
 REVOKED_COUNT = 5000

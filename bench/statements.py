@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 
 from bench.support import (
     USER,
-    bearer,
     bench_settings,
     expect,
     heading,
@@ -20,6 +19,7 @@ from bench.support import (
     table,
     temporary_database,
 )
+from testkit import bearer
 
 REQUESTS = 50
 LISTED_TASKS = 20

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
-import jwt
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
@@ -18,8 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import make_engine, migrate
 from main import create_app
 from settings import Settings
-from testkit import TEST_SECRET as BENCH_SECRET
 from testkit import base_settings as bench_settings
+from testkit import sign
 
 USER = "alice"
 
@@ -84,12 +83,7 @@ def running_app(settings: Settings) -> Iterator[RunningApp]:
 
 def shared_secret_token(user_id: str = USER, *, lifetime: int = 3600) -> str:
     """An HS256 token as a Better Auth shared-secret route mints it: no `jti`."""
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + lifetime}, BENCH_SECRET, algorithm="HS256")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return sign({"sub": user_id}, lifetime=lifetime)
 
 
 def expect(response: httpx2.Response, status_code: int) -> httpx2.Response:
