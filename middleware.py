@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("todo")
@@ -69,6 +71,21 @@ def readable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return readable
 
 
+SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def one_line(errors: Sequence[Any]) -> str:
+    """The errors as one line a client can show as it is: `title: String should have ...`."""
+    parts = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        if loc and loc[0] in SOURCES:
+            loc = loc[1:]
+        msg = str(error.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(str(echo(part)) for part in loc)}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
 def is_secret(name: object) -> bool:
     return isinstance(name, str) and "password" in name.lower()
 
@@ -98,7 +115,16 @@ def echo(value: Any, depth: int = 0) -> Any:
 def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse(status_code=422, content={"detail": readable_errors(exc.errors())})
+        errors = exc.errors()
+        content = {"detail": readable_errors(errors), "message": one_line(errors)}
+        return AsciiJSONResponse(status_code=422, content=content)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 422 and isinstance(exc.detail, str):  # a 422 the code raises itself
+            content = {"detail": exc.detail, "message": exc.detail}
+            return JSONResponse(status_code=422, content=content, headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

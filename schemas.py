@@ -1,9 +1,20 @@
 """What clients send and get back: the validated request bodies and the documented responses."""
 
+import unicodedata
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from models import DESCRIPTION_MAX, TITLE_MAX
 
@@ -26,10 +37,18 @@ def email_address(value: str) -> str:
     return value
 
 
+def visible_text(value: str) -> str:
+    """Refuse text with nothing to see: only spaces, zero-width or other format characters."""
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in value):
+        raise ValueError("must contain a visible character")
+    return value
+
+
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(storable_text),
+    AfterValidator(visible_text),
 ]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)]
 Email = Annotated[
@@ -50,60 +69,85 @@ class ErrorDetail(BaseModel):
 
 # --- tasks ------------------------------------------------------------------------------------
 
-READ_ONLY_FIELDS = frozenset({"id", "user_id", "created_at", "updated_at", "completed_at"})
+# What a client may write for `status`, and the completion each means (case does not matter).
+STATUS_WORDS = {"pending": False, "todo": False, "completed": True, "complete": True, "done": True}
+StatusWord = Annotated[
+    Literal["pending", "todo", "completed", "complete", "done"],
+    BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
+]
 
 
 class TaskInput(BaseModel):
-    """Base of what clients send: unknown fields are refused, read-only ones dropped."""
+    """Base of what clients send: fields it does not know, read-only ones included, are ignored.
 
-    model_config = ConfigDict(extra="forbid")
+    Frontends send fields of their own (and the object they received back); refusing them would
+    protect nothing. The fields it knows are validated strictly. `status` may stand for
+    `completed`; both in one body must agree.
+    """
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_read_only(cls, data: Any) -> Any:
-        # A frontend may send back the object it received; its server-owned fields are ignored.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
-        return data
+    model_config = ConfigDict(extra="ignore")
+
+    status: StatusWord | None = Field(
+        default=None, description="Instead of `completed`: pending or todo; completed, complete or done"
+    )
+
+    @model_validator(mode="after")
+    def _status_sets_completed(self) -> Self:
+        if self.status is None:
+            return self
+        completed = STATUS_WORDS[self.status]
+        if "completed" in self.model_fields_set and getattr(self, "completed", None) != completed:
+            raise PydanticCustomError(
+                "status_contradiction",
+                "status '{status}' contradicts completed={completed}",
+                {"status": self.status, "completed": str(getattr(self, "completed", None)).lower()},
+            )
+        setattr(self, "completed", completed)  # noqa: B010 (declared by the subclasses)
+        self.model_fields_set.add("completed")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The editable fields the client sent, `status` turned into `completed`."""
+        return self.model_dump(exclude_unset=True, exclude={"status"})
 
 
-class TaskBase(BaseModel):
+def not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
+
+
+class TaskCreate(TaskInput):
     title: Title
     description: Description | None = None
     # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
     completed: StrictBool = False
 
-
-class TaskCreate(TaskInput, TaskBase):
-    pass
-
-
-class TaskUpdate(TaskInput, TaskBase):
-    """PUT: a full replacement of the editable fields; what is left out takes its default."""
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"status"})
 
 
 class TaskPatch(TaskInput):
-    title: Title | None = None
-    description: Description | None = None
-    completed: StrictBool | None = None
+    """PATCH, and PUT alike: the fields sent change, the others stay; null clears `description`."""
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> "TaskPatch":
-        # Leaving a field out keeps it; sending null for one that cannot be empty is an error.
-        if "title" in self.model_fields_set and self.title is None:
-            raise ValueError("title cannot be null")
-        if "completed" in self.model_fields_set and self.completed is None:
-            raise ValueError("completed cannot be null")
-        return self
+    title: Annotated[Title | None, AfterValidator(not_null)] = None
+    description: Description | None = None
+    completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
 
 
 class TaskCompletion(TaskInput):
-    completed: StrictBool
+    """`{"completed": true|false}` (or a `status`) sets completion; `{}` toggles it."""
+
+    completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
 
 
-class TaskPublic(TaskBase):
+class TaskPublic(BaseModel):
     """A task as every route returns it (written straight from the row; see tasks.PUBLIC_COLUMNS)."""
 
+    title: str
+    description: str | None
+    completed: bool
+    status: Literal["pending", "completed"] = Field(description="Read-only: derived from `completed`")
     id: int
     user_id: str
     completed_at: datetime | None

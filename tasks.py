@@ -250,6 +250,14 @@ def _update_statement(fields: frozenset[str]) -> Any:
     return sa.update(TASK).where(*THIS_TASK).values(**values).returning(*PUBLIC_COLUMNS)
 
 
-def as_public(row: Row[Any] | Sequence[Any]) -> dict[str, Any]:
-    """A row of PUBLIC_COLUMNS as the API's task object."""
-    return dict(zip(PUBLIC_FIELDS, row, strict=False))
+def as_public(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of PUBLIC_COLUMNS as the API's task object, with its derived `status`."""
+    completed = row[2]
+    task = {
+        "title": row[0],
+        "description": row[1],
+        "completed": completed,
+        "status": "completed" if completed else "pending",
+    }
+    task.update(zip(PUBLIC_FIELDS[3:], row[3:], strict=False))
+    return task

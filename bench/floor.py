@@ -74,7 +74,11 @@ def reply(content: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 
 def task(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(COLUMNS, row, strict=False))  # a list row carries the total after the task
+    # A list row carries the total after the task; `status` is derived, as in the service.
+    title, description, completed = row[:3]
+    status = "completed" if completed else "pending"
+    head = {"title": title, "description": description, "completed": completed, "status": status}
+    return head | dict(zip(COLUMNS[3:], row[3:8], strict=True))
 
 
 def owner(request: Request) -> str:

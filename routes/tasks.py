@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
 from models import ID_MAX
-from schemas import ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic, TaskUpdate
+from schemas import ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
@@ -154,7 +154,7 @@ def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
     response_description="The created task; `Location` names its URL",
 )
 async def create_task(task_in: TaskCreate, mine: MyTasks, request: Request) -> Response:
-    row = await mine.run(tasks.create, task_in.model_dump())
+    row = await mine.run(tasks.create, task_in.changes())
     location = f"{request_url(request)}/{row.id}"
     return task_response(row, status.HTTP_201_CREATED, {"Location": location})
 
@@ -167,12 +167,15 @@ async def get_task(task_id: TaskId, mine: MyTasks) -> Response:
 @router.put(
     "/{task_id}",
     response_model=TaskPublic,
-    summary="Replace a task",
-    description="Replaces every editable field: a field left out takes its default.",
+    summary="Update a task (as PATCH)",
+    description=(
+        "Changes the fields sent and leaves the others as they are, exactly like PATCH: an edit "
+        "form that sends only some fields does not reset the rest. `null` clears `description`."
+    ),
     responses=TASK_ERRORS,
 )
-async def replace_task(task_id: TaskId, task_in: TaskUpdate, mine: MyTasks) -> Response:
-    return task_response(await mine.run(tasks.update, task_id, task_in.model_dump()))
+async def replace_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Response:
+    return task_response(await mine.run(tasks.update, task_id, changes.changes()))
 
 
 @router.patch(
@@ -183,13 +186,13 @@ async def replace_task(task_id: TaskId, task_in: TaskUpdate, mine: MyTasks) -> R
     responses=TASK_ERRORS,
 )
 async def patch_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Response:
-    return task_response(await mine.run(tasks.update, task_id, changes.model_dump(exclude_unset=True)))
+    return task_response(await mine.run(tasks.update, task_id, changes.changes()))
 
 
 COMPLETION_DOC = (
-    'With no body, flips `completed`. With `{"completed": true|false}`, sets it, so a retried '
-    "request is safe. `completed_at` is set when the task becomes completed and cleared when "
-    "it stops being so."
+    'With no body or `{}`, flips `completed`. With `{"completed": true|false}` (or a `status`), '
+    "sets it, so a retried request is safe. `completed_at` is set when the task becomes "
+    "completed and cleared when it stops being so."
 )
 
 
@@ -212,9 +215,10 @@ async def complete_task(
     mine: MyTasks,
     completion: Annotated[TaskCompletion | None, Body()] = None,
 ) -> Response:
-    if completion is None:
+    values = completion.changes() if completion is not None else {}
+    if not values:
         return task_response(await mine.run(tasks.toggle, task_id))
-    return task_response(await mine.run(tasks.update, task_id, {"completed": completion.completed}))
+    return task_response(await mine.run(tasks.update, task_id, values))
 
 
 @router.delete(

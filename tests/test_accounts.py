@@ -177,7 +177,7 @@ def test_unreadable_login_is_422_with_what_to_send(
 ) -> None:
     response = client.post("/auth/login", content=content, headers={"Content-Type": content_type})
     assert response.status_code == 422
-    assert response.json() == {"detail": NOT_A_LOGIN}
+    assert response.json() == {"detail": NOT_A_LOGIN, "message": NOT_A_LOGIN}
 
 
 @pytest.mark.parametrize(

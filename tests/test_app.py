@@ -449,7 +449,10 @@ def test_unreadable_bodies_are_refused(
     response = client.post(path, content=content, headers=headers)
     assert response.status_code == status
     if isinstance(detail, str):
-        assert response.json() == {"detail": detail}
+        # A 422 the code raises itself carries its detail as the readable message too.
+        assert response.json() == (
+            {"detail": detail, "message": detail} if status == 422 else {"detail": detail}
+        )
     else:
         assert error_locs(response) == detail
     assert client.get(TASKS, headers=bearer(sign({"sub": "alice"}))).json() == []

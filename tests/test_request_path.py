@@ -175,7 +175,7 @@ def test_counts_follow_every_kind_of_write(
     client.post("/api/bob/tasks", json={"title": "bob's"}, headers=bob)
     assert listed_counts(client, alice) == true_counts(engine_of(client), "alice") == (3, 1)
     client.patch(f"{TASKS}/{first['id']}/toggle", headers=alice)
-    client.put(f"{TASKS}/{second['id']}", json={"title": "reopened"}, headers=alice)
+    client.put(f"{TASKS}/{second['id']}", json={"title": "reopened", "completed": False}, headers=alice)
     client.patch(f"{TASKS}/{first['id']}", json={"completed": True}, headers=alice)  # already: no change
     client.patch(f"{TASKS}/{first['id']}", json={"completed": True}, headers=alice)
     assert listed_counts(client, alice) == true_counts(engine_of(client), "alice") == (3, 1)
