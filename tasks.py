@@ -95,24 +95,43 @@ SORT_COLUMNS = {"created_at": TASK.c.created_at, "updated_at": TASK.c.updated_at
 
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
-    """Which of the owner's tasks a list shows. Later filters (tags, search, due dates) go here."""
+    """Which of the owner's tasks a list shows. Later filters (tags, due dates) go here."""
 
     completed: bool | None = None
+    search: str | None = None  # a case-insensitive substring of the title or the description
+
+    def shape(self) -> "TaskFilter":
+        """This filter with its free values blanked: all a cached statement depends on."""
+        return TaskFilter(self.completed, None if self.search is None else "")
 
     def clauses(self) -> list[ColumnElement[bool]]:
         clauses = [OWNED]
         if self.completed is not None:
             clauses.append(TASK.c.completed == bindparam("completed", type_=Boolean))
+        if self.search is not None:
+            pattern = bindparam("pattern", type_=String)
+            clauses.append(
+                sa.or_(
+                    func.lower(TASK.c.title).like(pattern, escape="\\"),
+                    func.lower(TASK.c.description).like(pattern, escape="\\"),
+                )
+            )
         return clauses
 
     def params(self) -> dict[str, Any]:
-        return {} if self.completed is None else {"completed": self.completed}
+        params: dict[str, Any] = {}
+        if self.completed is not None:
+            params["completed"] = self.completed
+        if self.search is not None:  # % and _ are taken literally
+            escaped = self.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params["pattern"] = f"%{escaped}%"
+        return params
 
-    def counted_total(self) -> ColumnElement[int]:
-        """The number of matching tasks, read from the owner's task_count row.
-
-        A filter the counts cannot answer (a later tag or text filter) would count rows instead.
-        """
+    def counted_total(self) -> ColumnElement[int] | None:
+        """The number of matching tasks, read from the owner's task_count row; None when the
+        counts cannot answer for this filter (a text search), and the matching rows are counted."""
+        if self.search is not None:
+            return None
         if self.completed is None:
             return COUNT.c.total
         if self.completed:
@@ -142,13 +161,13 @@ def list_page(
 ) -> Page:
     """One page and the exact number of matching tasks, in one statement (two past the end)."""
     params = {"owner": owner, "limit": limit, "offset": offset, **where.params()}
-    rows = session.execute(_list_statement(where, order), params).all()
+    rows = session.execute(_list_statement(where.shape(), order), params).all()
     if rows:
         return Page([row[:-1] for row in rows], rows[0][-1] or 0)
     if offset == 0:
         return Page([], 0)
     # Past the last page, there is no row to carry the count: ask for it alone.
-    total = session.execute(_count_statement(where), params).scalar()
+    total = session.execute(_count_statement(where.shape()), params).scalar()
     return Page([], total or 0)
 
 
@@ -222,11 +241,15 @@ TOGGLE = (
 DELETE = sa.delete(TASK).where(*THIS_TASK)
 
 
-# Keyed by the filter and order themselves: today each has a handful of values. A filter with
-# free values (text, dates) would key on which clauses it has, and bind the values.
+# Keyed by the filter's shape (its free values blanked) and the order; a request binds the values.
 @cache
 def _list_statement(where: TaskFilter, order: TaskOrder) -> Select[Any]:
-    total = select(where.counted_total()).where(COUNT.c.user_id == OWNER).scalar_subquery()
+    counted = where.counted_total()
+    total = (
+        select(counted).where(COUNT.c.user_id == OWNER).scalar_subquery()
+        if counted is not None
+        else func.count().over()  # a text search: count the matching rows with the page
+    )
     return (
         select(*PUBLIC_COLUMNS, total.label("total"))
         .where(*where.clauses())
@@ -238,7 +261,10 @@ def _list_statement(where: TaskFilter, order: TaskOrder) -> Select[Any]:
 
 @cache
 def _count_statement(where: TaskFilter) -> Select[Any]:
-    return select(where.counted_total()).where(COUNT.c.user_id == OWNER)
+    counted = where.counted_total()
+    if counted is None:
+        return select(func.count()).select_from(TASK).where(*where.clauses())
+    return select(counted).where(COUNT.c.user_id == OWNER)
 
 
 @cache

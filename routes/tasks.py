@@ -5,7 +5,8 @@ worker thread (`mine.run`): one hop per request. Rows are written to JSON once, 
 database (orjson), in the shape that `schemas.TaskPublic` documents.
 """
 
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -36,8 +37,20 @@ SORT_ALIASES: dict[str, tasks.SortField] = {
     "title": "title",
 }
 # A leading "+" arrives as a space when the client did not percent-encode it.
-SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)$"
+SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)(:(asc|desc))?$"
+STATUS_FILTERS = {
+    "all": None,
+    "pending": False,
+    "todo": False,
+    "completed": True,
+    "complete": True,
+    "done": True,
+}
+STATUS_PATTERN = r"(?i)^(all|pending|todo|completed|complete|done)$"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
 MAX_OFFSET = 2**31 - 1
+T = TypeVar("T")
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -59,59 +72,135 @@ def task_not_found() -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, "Task not found")
 
 
+LIST_DESCRIPTION = """
+Newest first unless `sort` says otherwise; ties are broken by id. `X-Total-Count` gives the
+number of tasks matching the filter (exact), and `Link` the next, previous, first and last pages.
+
+The names other clients use work too: `page` with `page_size` or `per_page` (1-based) for
+`offset`/`limit`; `sort_by` with `sort_order`, or `sort=field:asc|desc`, for `sort`/`order`;
+`search` for `q`. Sending an alias and the name it stands for in one request is 422.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """Where a page starts and how long it is, and the names the client used for them."""
+
+    limit: int
+    offset: int
+    size_name: str = "limit"  # or page_size / per_page
+    by_page: bool = False
+
+    def query(self, offset: int) -> list[tuple[str, int]]:
+        if self.by_page:
+            return [(self.size_name, self.limit), ("page", offset // self.limit + 1)]
+        return [("limit", self.limit), ("offset", offset)]
+
+
 @router.get(
     "",
     response_model=list[TaskPublic],
     summary="List the user's tasks",
-    description=(
-        "Newest first unless `sort`/`order` say otherwise; ties are broken by id. "
-        "`X-Total-Count` gives the number of tasks matching the filter, and `Link` the "
-        "next and previous pages."
-    ),
-    responses={422: {"description": "Invalid query parameter"}},
+    description=LIST_DESCRIPTION,
+    responses={422: {"description": "Invalid query parameter, or an alias mixed with its name"}},
 )
 async def list_tasks(
     mine: MyTasks,
     request: Request,
     status_filter: Annotated[
-        Literal["all", "pending", "completed"], Query(alias="status", description="Which tasks")
+        str,
+        Query(
+            alias="status",
+            pattern=STATUS_PATTERN,
+            description="all; pending (or todo); completed (or complete, done)",
+        ),
     ] = "all",
     completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Tasks whose title or description contains this, ignoring case"),
+    ] = None,
+    search: Annotated[str | None, Query(max_length=200, description="Alias of `q`")] = None,
     sort: Annotated[
         str | None,
         Query(
             pattern=SORT_PATTERN,
-            description="created_at, updated_at or title (also created, updated); "
-            "a '-' prefix sorts descending. Default: newest first.",
+            description="created_at, updated_at or title (also created, updated); a '-' prefix or "
+            "a ':desc' suffix sorts descending. Default: newest first.",
         ),
     ] = None,
     order: Annotated[Literal["asc", "desc"] | None, Query(description="Sort direction")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    sort_by: Annotated[str | None, Query(pattern=SORT_PATTERN, description="Alias of `sort`")] = None,
+    sort_order: Annotated[Literal["asc", "desc"] | None, Query(description="Alias of `order`")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size; default 100")] = None,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip; default 0")] = None,
+    page: Annotated[
+        int | None, Query(ge=1, le=MAX_OFFSET, description="1-based page, instead of offset")
+    ] = None,
+    page_size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
+    per_page: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
 ) -> Response:
-    wanted = {"all": None, "pending": False, "completed": True}[status_filter]
+    wanted = STATUS_FILTERS[status_filter.lower()]
     if wanted is not None and completed is not None and wanted != completed:
         raise HTTPException(422, "status and completed filters contradict each other")
-    where = tasks.TaskFilter(completed=completed if completed is not None else wanted)
-    page = await mine.run(tasks.list_page, where, sort_order(sort, order), limit=limit, offset=offset)
-    headers = {"X-Total-Count": str(page.total)}
-    links = page_links(request, total=page.total, limit=limit, offset=offset)
+    text = one_of("q", q, "search", search)
+    where = tasks.TaskFilter(
+        completed=completed if completed is not None else wanted,
+        search=(text.strip() or None) if text is not None else None,
+    )
+    ordering = order_of(
+        one_of("sort", sort, "sort_by", sort_by), one_of("order", order, "sort_order", sort_order)
+    )
+    paging = paging_of(limit=limit, offset=offset, page=page, page_size=page_size, per_page=per_page)
+    page_rows = await mine.run(tasks.list_page, where, ordering, limit=paging.limit, offset=paging.offset)
+    headers = {"X-Total-Count": str(page_rows.total)}
+    links = page_links(request, total=page_rows.total, paging=paging)
     if links:
         headers["Link"] = links
-    return json_response([tasks.as_public(row) for row in page.rows], headers=headers)
+    return json_response([tasks.as_public(row) for row in page_rows.rows], headers=headers)
 
 
-def sort_order(sort: str | None, order: str | None) -> tasks.TaskOrder:
+def one_of(name: str, value: T | None, alias: str, alias_value: T | None) -> T | None:
+    """A parameter given by its name or by its alias, not both."""
+    if value is not None and alias_value is not None:
+        raise HTTPException(422, f"'{alias}' is another name for '{name}': send one of them")
+    return value if value is not None else alias_value
+
+
+def paging_of(
+    *, limit: int | None, offset: int | None, page: int | None, page_size: int | None, per_page: int | None
+) -> Paging:
+    sizes = {
+        name: size
+        for name, size in (("limit", limit), ("page_size", page_size), ("per_page", per_page))
+        if size
+    }
+    if len(sizes) > 1:
+        raise HTTPException(422, f"{' and '.join(sizes)} all set the page size: send one of them")
+    size_name, size = next(iter(sizes.items()), ("limit", DEFAULT_LIMIT))
+    if page is None:
+        return Paging(size, offset or 0, size_name)
+    if offset is not None:
+        raise HTTPException(422, "'page' and 'offset' both say where the page starts: send one of them")
+    start = (page - 1) * size
+    if start > MAX_OFFSET:
+        raise HTTPException(422, f"page {page} of {size} starts past the last possible task")
+    return Paging(size, start, "page_size" if size_name == "limit" else size_name, by_page=True)
+
+
+def order_of(sort: str | None, order: str | None) -> tasks.TaskOrder:
     """The list order; without `sort`, newest first."""
     if sort is None:
         return tasks.TaskOrder("created_at", descending=order != "asc")
-    field = SORT_ALIASES[sort.lstrip("-+ ")]
-    sign = sort[0] if sort[0] in "-+ " else None
-    if order is None:
-        return tasks.TaskOrder(field, descending=sign == "-")
-    if sign is not None and (sign == "-") != (order == "desc"):
+    spelled, _, suffix = sort.partition(":")
+    field = SORT_ALIASES[spelled.lstrip("-+ ")]
+    sign = spelled[0] if spelled[0] in "-+ " else None
+    direction = suffix or ({"-": "desc", "+": "asc", " ": "asc"}[sign] if sign else None)
+    if sign and suffix and (sign == "-") != (suffix == "desc"):
+        raise HTTPException(422, f"sort '{sort.strip()}' contradicts itself")
+    if order is not None and direction is not None and direction != order:
         raise HTTPException(422, f"sort '{sort.strip()}' and order={order} contradict each other")
-    return tasks.TaskOrder(field, descending=order == "desc")
+    return tasks.TaskOrder(field, descending=(order or direction) == "desc")
 
 
 def request_url(request: Request) -> str:
@@ -125,14 +214,19 @@ def request_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{path.rstrip('/')}"
 
 
-def page_links(request: Request, *, total: int, limit: int, offset: int) -> str:
+PAGING_NAMES = ("limit", "offset", "page", "page_size", "per_page")
+
+
+def page_links(request: Request, *, total: int, paging: Paging) -> str:
+    """Links to the next, previous, first and last pages, in the paging names the client used."""
+    limit, offset = paging.limit, paging.offset
     if offset == 0 and limit >= total:
         return ""
     base = request_url(request)
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in PAGING_NAMES]
 
     def link(rel: str, page_offset: int) -> str:
-        query = urlencode([*kept, ("limit", limit), ("offset", page_offset)])
+        query = urlencode([*kept, *paging.query(page_offset)])
         return f'<{base}?{query}>; rel="{rel}"'
 
     links = []

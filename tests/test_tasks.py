@@ -217,7 +217,7 @@ def test_status_filters(client: TestClient, alice: dict, query: str, expected: s
 @pytest.mark.parametrize(
     ("query", "param"),
     [
-        ("status=done", "status"),
+        ("status=in_progress", "status"),
         ("completed=perhaps", "completed"),
         ("sort=priority", "sort"),
         ("sort=id", "sort"),
@@ -641,3 +641,121 @@ def test_a_422_carries_one_readable_line(client: TestClient, alice: dict, body: 
 def test_a_query_422_names_the_parameter_in_its_message(client: TestClient, alice: dict) -> None:
     response = client.get(f"{TASKS}?limit=501", headers=alice)
     assert response.json()["message"] == "limit: Input should be less than or equal to 500"
+
+
+# --- what other clients send to a list ---------------------------------------------------------
+
+
+def titles(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [task["title"] for task in response.json()]
+
+
+@pytest.mark.parametrize("word", ["complete", "done", "Completed"])
+def test_status_filter_accepts_the_other_words_for_completed(
+    client: TestClient, alice: dict, word: str
+) -> None:
+    create(client, alice, title="open")
+    create(client, alice, title="closed", completed=True)
+    assert titles(client.get(f"{TASKS}?status={word}", headers=alice)) == ["closed"]
+    assert titles(client.get(f"{TASKS}?status=todo", headers=alice)) == ["open"]
+
+
+@pytest.mark.parametrize("size_name", ["page_size", "per_page"])
+def test_page_and_page_size_walk_every_task_once(client: TestClient, alice: dict, size_name: str) -> None:
+    ids = [create(client, alice, title=f"t{i}")["id"] for i in range(7)]
+    seen: list[int] = []
+    url: str | None = f"{TASKS}?page=1&{size_name}=3"
+    while url:
+        response = client.get(url, headers=alice)
+        assert response.headers["X-Total-Count"] == "7"
+        seen += [task["id"] for task in response.json()]
+        url = response.links.get("next", {}).get("url")
+        if url:
+            assert f"{size_name}=3" in url and "page=" in url and "offset" not in url
+    assert seen == ids[::-1]
+    third = client.get(f"{TASKS}?page=3&{size_name}=3", headers=alice)
+    assert [task["id"] for task in third.json()] == [ids[0]]
+    assert "page=2" in third.links["prev"]["url"] and "page=1" in third.links["first"]["url"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("sort_by=title&sort_order=desc", ["cherry", "banana", "apple"]),
+        ("sort_by=title", ["apple", "banana", "cherry"]),
+        ("sort=title:desc", ["cherry", "banana", "apple"]),
+        ("sort=title:asc&order=asc", ["apple", "banana", "cherry"]),
+        ("sort=created_at:asc", ["banana", "cherry", "apple"]),
+    ],
+)
+def test_other_spellings_of_sort(client: TestClient, alice: dict, query: str, expected: list[str]) -> None:
+    for title in ("banana", "cherry", "apple"):
+        create(client, alice, title=title)
+    assert titles(client.get(f"{TASKS}?{query}", headers=alice)) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("page=2&offset=5", "'page' and 'offset' both say where the page starts: send one of them"),
+        ("page_size=5&limit=5", "limit and page_size all set the page size: send one of them"),
+        ("page_size=5&per_page=5", "page_size and per_page all set the page size: send one of them"),
+        ("sort=title&sort_by=title", "'sort_by' is another name for 'sort': send one of them"),
+        ("order=asc&sort_order=asc", "'sort_order' is another name for 'order': send one of them"),
+        ("q=a&search=a", "'search' is another name for 'q': send one of them"),
+        ("sort=title:desc&order=asc", "sort 'title:desc' and order=asc contradict each other"),
+        ("sort=-title:asc", "sort '-title:asc' contradicts itself"),
+    ],
+)
+def test_an_alias_mixed_with_its_name_is_422(
+    client: TestClient, alice: dict, query: str, detail: str
+) -> None:
+    response = client.get(f"{TASKS}?{query}", headers=alice)
+    assert response.status_code == 422
+    assert response.json()["detail"] == detail
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"), [("page=0", "page"), ("per_page=501", "per_page"), ("sort_by=id", "sort_by")]
+)
+def test_bad_aliases_are_422_at_their_name(client: TestClient, alice: dict, query: str, loc: str) -> None:
+    assert error_locs(client.get(f"{TASKS}?{query}", headers=alice)) == [["query", loc]]
+
+
+@pytest.mark.parametrize("name", ["q", "search"])
+def test_search_finds_a_substring_of_title_or_description_ignoring_case(
+    client: TestClient, alice: dict, name: str
+) -> None:
+    create(client, alice, title="Buy MILK", description=None)
+    create(client, alice, title="Call mum", description="about the milkman")
+    create(client, alice, title="Ünïcode Straße", description="x")
+    create(client, alice, title="unrelated", description="nothing here")
+    response = client.get(f"{TASKS}?{name}=milk", headers=alice)
+    assert titles(response) == ["Call mum", "Buy MILK"]
+    assert response.headers["X-Total-Count"] == "2"
+    assert titles(client.get(f"{TASKS}?{name}=ÜNÏ", headers=alice)) == ["Ünïcode Straße"]
+    assert titles(client.get(f"{TASKS}?{name}=milk&status=completed", headers=alice)) == []
+
+
+@pytest.mark.parametrize("needle", ["%", "_", "\\"])
+def test_search_takes_wildcards_literally(client: TestClient, alice: dict, needle: str) -> None:
+    create(client, alice, title=f"100{needle} sure")
+    create(client, alice, title="plain words")
+    assert titles(client.get(TASKS, params={"q": needle}, headers=alice)) == [f"100{needle} sure"]
+
+
+def test_search_counts_every_match_across_pages(client: TestClient, alice: dict) -> None:
+    for i in range(5):
+        create(client, alice, title=f"match {i}")
+    create(client, alice, title="other")
+    first = client.get(f"{TASKS}?q=match&limit=2", headers=alice)
+    assert first.headers["X-Total-Count"] == "5"
+    past = client.get(f"{TASKS}?q=match&offset=10", headers=alice)
+    assert past.json() == [] and past.headers["X-Total-Count"] == "5"
+
+
+def test_an_empty_search_lists_everything(client: TestClient, alice: dict) -> None:
+    create(client, alice, title="a")
+    create(client, alice, title="b")
+    assert client.get(f"{TASKS}?q=", headers=alice).headers["X-Total-Count"] == "2"
