@@ -39,6 +39,7 @@ import psycopg
 from psycopg import sql
 
 from bench.support import Samples, heading, table
+from schemas import TaskPublic
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ LUA_SEED = 20_260_101
 WRK_FIGURES = frozenset(
     ("requests", "duration_us", "connect", "read", "write", "timeout", "status", "p50_us", "p95_us", "p99_us")
 )
-TASK_KEYS = ["title", "description", "completed", "id", "user_id", "completed_at", "created_at", "updated_at"]
+TASK_KEYS = list(TaskPublic.model_fields)  # the documented task, key for key
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
