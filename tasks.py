@@ -186,6 +186,24 @@ def create(session: Session, owner: str, values: dict[str, Any]) -> Row[Any]:
     return session.execute(CREATE, params).one()
 
 
+def create_many(session: Session, owner: str, tasks: Sequence[dict[str, Any]]) -> list[Row[Any]]:
+    """Create all of them or none: one multi-row INSERT ... RETURNING, rows in the order given."""
+    now = utcnow()
+    rows = [
+        {
+            "user_id": owner,
+            **{field: values[field] for field in EDITABLE_FIELDS},
+            "completed_at": now if values["completed"] else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for values in tasks
+    ]
+    statement = sa.insert(TASK).values(rows).returning(*PUBLIC_COLUMNS)
+    # RETURNING's order is not promised (SQLite says so); ids rise in insertion order.
+    return sorted(session.execute(statement).all(), key=lambda row: row.id)
+
+
 def update(session: Session, owner: str, task_id: int, values: dict[str, Any]) -> Row[Any] | None:
     """Set the editable fields in `values`, in one atomic UPDATE ... RETURNING; None if no such task."""
     if not values:
@@ -204,6 +222,13 @@ def remove(session: Session, owner: str, task_id: int) -> bool:
     """Delete the task; False if there was no such task."""
     result: CursorResult[Any] = session.execute(DELETE, {"owner": owner, "task": task_id})  # type: ignore[assignment]
     return result.rowcount > 0
+
+
+def remove_matching(session: Session, owner: str, where: TaskFilter) -> int:
+    """Delete every task of the owner that the filter matches, in one statement; how many."""
+    params = {"owner": owner, **where.params()}
+    result: CursorResult[Any] = session.execute(_delete_statement(where.shape()), params)  # type: ignore[assignment]
+    return result.rowcount
 
 
 # --- the statements, built once per shape -----------------------------------------------------
@@ -265,6 +290,11 @@ def _count_statement(where: TaskFilter) -> Select[Any]:
     if counted is None:
         return select(func.count()).select_from(TASK).where(*where.clauses())
     return select(counted).where(COUNT.c.user_id == OWNER)
+
+
+@cache
+def _delete_statement(where: TaskFilter) -> Any:
+    return sa.delete(TASK).where(*where.clauses())
 
 
 @cache

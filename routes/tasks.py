@@ -11,6 +11,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel
 
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
@@ -251,6 +252,56 @@ async def create_task(task_in: TaskCreate, mine: MyTasks, request: Request) -> R
     row = await mine.run(tasks.create, task_in.changes())
     location = f"{request_url(request)}/{row.id}"
     return task_response(row, status.HTTP_201_CREATED, {"Location": location})
+
+
+BULK_MAX = 100
+
+
+@router.post(
+    "/bulk",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[TaskPublic],
+    summary="Create up to 100 tasks at once",
+    description="All are created, in the order given, or none is (one invalid task is a 422 for all).",
+)
+async def create_tasks(
+    tasks_in: Annotated[list[TaskCreate], Body(min_length=1, max_length=BULK_MAX)], mine: MyTasks
+) -> Response:
+    rows = await mine.run(tasks.create_many, [task.changes() for task in tasks_in])
+    return json_response([tasks.as_public(row) for row in rows], status.HTTP_201_CREATED)
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+@router.delete(
+    "",
+    response_model=Deleted,
+    summary="Delete the tasks a status filter matches (clear completed)",
+    description=(
+        "`DELETE ...?status=completed` clears the completed tasks and answers how many went. "
+        "Without a status (or with `status=all`) nothing is deleted and the answer is 422: "
+        "a bare DELETE of the collection is far more likely a mistake than a wish to wipe it."
+    ),
+    responses={422: {"description": "No status filter: refused, nothing deleted"}},
+)
+async def delete_tasks(
+    mine: MyTasks,
+    status_filter: Annotated[
+        str,
+        Query(alias="status", pattern=STATUS_PATTERN, description="completed or pending (or their aliases)"),
+    ] = "all",
+    completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
+) -> Response:
+    wanted = STATUS_FILTERS[status_filter.lower()]
+    if wanted is not None and completed is not None and wanted != completed:
+        raise HTTPException(422, "status and completed filters contradict each other")
+    chosen = completed if completed is not None else wanted
+    if chosen is None:
+        raise HTTPException(422, "Refusing to delete every task: add status=completed (or status=pending)")
+    deleted = await mine.run(tasks.remove_matching, tasks.TaskFilter(completed=chosen))
+    return json_response({"deleted": deleted})
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)

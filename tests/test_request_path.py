@@ -54,7 +54,7 @@ def create(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[s
     return response.json()
 
 
-ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
+ROUTES: list[tuple[str, str, str, Any, int]] = [
     ("list", "GET", TASKS, None, 200),
     ("list pending", "GET", f"{TASKS}?status=pending&sort=title", None, 200),
     ("create", "POST", TASKS, {"title": "new"}, 201),
@@ -65,6 +65,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
     ("set completion", "PATCH", "{task}/complete", {"completed": True}, 200),
     ("delete", "DELETE", "{task}", None, 204),
     ("missing task", "GET", f"{TASKS}/999999", None, 404),
+    ("search", "GET", f"{TASKS}?q=task&page=1&per_page=1", None, 200),
+    ("bulk create", "POST", f"{TASKS}/bulk", [{"title": "one"}, {"title": "two"}, {"title": "three"}], 201),
+    ("clear completed", "DELETE", f"{TASKS}?status=completed", None, 200),
 ]
 
 

@@ -759,3 +759,67 @@ def test_an_empty_search_lists_everything(client: TestClient, alice: dict) -> No
     create(client, alice, title="a")
     create(client, alice, title="b")
     assert client.get(f"{TASKS}?q=", headers=alice).headers["X-Total-Count"] == "2"
+
+
+# --- bulk ------------------------------------------------------------------------------------
+
+
+def test_bulk_create_makes_every_task_in_order(client: TestClient, alice: dict) -> None:
+    body = [{"title": f"t{i}", "completed": i == 1, "status": "todo" if i == 2 else None} for i in range(100)]
+    body = [{k: v for k, v in task.items() if v is not None} for task in body]
+    response = client.post(f"{TASKS}/bulk", json=body, headers=alice)
+    assert response.status_code == 201
+    created = response.json()
+    assert [task["title"] for task in created] == [f"t{i}" for i in range(100)]
+    assert created[1]["completed"] is True and created[1]["completed_at"] is not None
+    assert [task["id"] for task in created] == sorted(task["id"] for task in created)
+    listed = client.get(f"{TASKS}?limit=500", headers=alice)
+    assert listed.headers["X-Total-Count"] == "100"
+    assert {task["id"]: task for task in listed.json()} == {task["id"]: task for task in created}
+
+
+@pytest.mark.parametrize(
+    ("body", "locs"),
+    [
+        ([{"title": "fine"}, {"title": ""}], [["body", 1, "title"]]),
+        ([], [["body"]]),
+        ([{"title": "x"}] * 101, [["body"]]),
+        ({"title": "not a list"}, [["body"]]),
+    ],
+    ids=["one-invalid", "empty", "over-100", "not-a-list"],
+)
+def test_bulk_create_is_all_or_none(client: TestClient, alice: dict, body: object, locs: list) -> None:
+    response = client.post(f"{TASKS}/bulk", json=body, headers=alice)
+    assert error_locs(response) == locs
+    assert client.get(TASKS, headers=alice).json() == []
+
+
+def test_bulk_create_is_only_for_the_caller(client: TestClient, alice: dict, bob: dict) -> None:
+    assert client.post("/api/alice/tasks/bulk", json=[{"title": "x"}], headers=bob).status_code == 403
+    assert client.get(TASKS, headers=alice).json() == []
+
+
+@pytest.mark.parametrize("query", ["status=completed", "status=done", "completed=true"])
+def test_clearing_completed_tasks_leaves_the_rest(
+    client: TestClient, alice: dict, bob: dict, query: str
+) -> None:
+    keep = create(client, alice, title="open")
+    for i in range(3):
+        create(client, alice, title=f"done {i}", completed=True)
+    client.post("/api/bob/tasks", json={"title": "bob's", "completed": True}, headers=bob)
+    response = client.delete(f"{TASKS}?{query}", headers=alice)
+    assert response.status_code == 200
+    assert response.json() == {"deleted": 3}
+    remaining = client.get(TASKS, headers=alice)
+    assert [task["id"] for task in remaining.json()] == [keep["id"]]
+    assert remaining.headers["X-Total-Count"] == "1"
+    assert client.get("/api/bob/tasks", headers=bob).headers["X-Total-Count"] == "1"
+
+
+@pytest.mark.parametrize("query", ["", "?status=all", "?q=done", "?status=pending&completed=true"])
+def test_deleting_the_whole_collection_is_refused(client: TestClient, alice: dict, query: str) -> None:
+    create(client, alice, title="done", completed=True)
+    create(client, alice, title="open")
+    response = client.delete(f"{TASKS}{query}", headers=alice)
+    assert response.status_code == 422
+    assert client.get(TASKS, headers=alice).headers["X-Total-Count"] == "2"
