@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Index, Integer, SmallInteger, TypeDecorator, false
 from sqlmodel import Column, Field, SQLModel
 
 # Every constraint and index gets a predictable name, so that later migrations (foreign keys,
@@ -60,6 +60,7 @@ class Task(SQLModel, table=True):
         Index("ix_task_user_completed_created", "user_id", "completed", "created_at", "id"),
         Index("ix_task_user_updated", "user_id", "updated_at", "id"),
         Index("ix_task_user_title", "user_id", "title", "id"),
+        Index("ix_task_user_due", "user_id", "due_date", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(ID_TYPE, primary_key=True))
@@ -67,6 +68,14 @@ class Task(SQLModel, table=True):
     title: str = Field(max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
     completed: bool = False
+    # 0 none, 1 low, 2 medium, 3 high: stored as a rank so that it sorts.
+    priority: int = Field(default=0, sa_type=SmallInteger, sa_column_kwargs={"server_default": "0"})
+    # A date alone is stored as that day's midnight UTC with all_day set: it reads back as a date
+    # and is overdue only once the whole day has passed.
+    due_date: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    all_day: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # Rises by one on every change: the task's ETag, and the check of If-Match.
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -1,7 +1,8 @@
 """What clients send and get back: the validated request bodies and the documented responses."""
 
+import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -107,8 +108,57 @@ class TaskInput(BaseModel):
         return self
 
     def changes(self) -> dict[str, Any]:
-        """The editable fields the client sent, `status` turned into `completed`."""
-        return self.model_dump(exclude_unset=True, exclude={"status"})
+        """The editable fields the client sent, as stored: `status` turned into `completed`,
+        `priority` into its rank, `due_date` into an instant and `all_day`."""
+        return stored(self.model_dump(exclude_unset=True, exclude={"status"}))
+
+
+def stored(values: dict[str, Any]) -> dict[str, Any]:
+    if "priority" in values:
+        values["priority"] = PRIORITIES.index(values["priority"])
+    if "due_date" in values:
+        values["due_date"], values["all_day"] = stored_due_date(values["due_date"])
+    return values
+
+
+PRIORITIES = ("none", "low", "medium", "high")  # their ranks are their places here
+PriorityName = Annotated[
+    Literal["none", "low", "medium", "high"],
+    BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
+]
+DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def due_date_input(value: Any) -> Any:
+    """'' (an empty date input) is no due date; a date alone is that day, all day."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 date or date-time, not a number")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+        if DATE_ONLY.fullmatch(value):
+            return date.fromisoformat(value)
+    return value
+
+
+def aware(value: datetime | date | None) -> datetime | date | None:
+    """A date-time without an offset is taken as UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+DueDate = Annotated[datetime | date | None, BeforeValidator(due_date_input), AfterValidator(aware)]
+
+
+def stored_due_date(value: datetime | date | None) -> tuple[datetime | None, bool]:
+    """(the instant stored, whether it is a whole day)."""
+    if value is None:
+        return None, False
+    if isinstance(value, datetime):
+        return value.astimezone(UTC), False
+    return datetime.combine(value, time(), UTC), True
 
 
 def not_null(value: Any) -> Any:
@@ -117,14 +167,21 @@ def not_null(value: Any) -> Any:
     return value
 
 
+DUE_DATE_DOC = (
+    "ISO 8601: a date-time (UTC if it has no offset), or a date alone for that whole day; '' or null for none"
+)
+
+
 class TaskCreate(TaskInput):
     title: Title
     description: Description | None = None
     # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
     completed: StrictBool = False
+    priority: PriorityName = Field(default="none", description="none, low, medium or high, any case")
+    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"status"})
+        return stored(self.model_dump(exclude={"status"}))
 
 
 class TaskPatch(TaskInput):
@@ -133,6 +190,10 @@ class TaskPatch(TaskInput):
     title: Annotated[Title | None, AfterValidator(not_null)] = None
     description: Description | None = None
     completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
+    priority: Annotated[PriorityName | None, AfterValidator(not_null)] = Field(
+        default=None, description="none, low, medium or high, any case"
+    )
+    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
 
 
 class TaskCompletion(TaskInput):
@@ -148,8 +209,11 @@ class TaskPublic(BaseModel):
     description: str | None
     completed: bool
     status: Literal["pending", "completed"] = Field(description="Read-only: derived from `completed`")
+    priority: Literal["none", "low", "medium", "high"]
+    due_date: datetime | date | None = Field(description="A date alone for an all-day due date")
     id: int
     user_id: str
+    version: int = Field(description="Read-only: rises by one on every change")
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -7,7 +7,7 @@ filter/order description, once per shape, and cached; a request only binds its v
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -65,23 +65,18 @@ PUBLIC_COLUMNS = (
     TASK.c.title,
     TASK.c.description,
     TASK.c.completed,
+    TASK.c.priority,
+    utc_naive(TASK.c.due_date).label("due_date"),
+    TASK.c.all_day,
     TASK.c.id,
     TASK.c.user_id,
+    TASK.c.version,
     utc_naive(TASK.c.completed_at).label("completed_at"),
     utc_naive(TASK.c.created_at).label("created_at"),
     utc_naive(TASK.c.updated_at).label("updated_at"),
 )
-PUBLIC_FIELDS = (
-    "title",
-    "description",
-    "completed",
-    "id",
-    "user_id",
-    "completed_at",
-    "created_at",
-    "updated_at",
-)
-EDITABLE_FIELDS = ("title", "description", "completed")
+PRIORITY_NAMES = ("none", "low", "medium", "high")  # by rank
+EDITABLE_FIELDS = ("title", "description", "completed", "priority", "due_date", "all_day")
 
 # The owner clause, in one place: every statement below is scoped by it.
 OWNER = bindparam("owner", type_=String)
@@ -89,20 +84,58 @@ OWNED = TASK.c.user_id == OWNER
 THIS_TASK = (TASK.c.id == bindparam("task", type_=Integer), OWNED)
 NOW = bindparam("now", type_=UTCDateTime)
 
-SortField = Literal["created_at", "updated_at", "title"]
-SORT_COLUMNS = {"created_at": TASK.c.created_at, "updated_at": TASK.c.updated_at, "title": TASK.c.title}
+SortField = Literal["created_at", "updated_at", "title", "due_date", "priority"]
+SORT_COLUMNS = {
+    "created_at": TASK.c.created_at,
+    "updated_at": TASK.c.updated_at,
+    "title": TASK.c.title,
+    "due_date": TASK.c.due_date,
+    "priority": TASK.c.priority,
+}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DUE = TASK.c.due_date
+# Overdue: not completed, and due in the past; an all-day task once its whole day has passed.
+OVERDUE = sa.and_(
+    not_(TASK.c.completed),
+    DUE.is_not(None),
+    sa.or_(
+        sa.and_(not_(TASK.c.all_day), DUE < NOW),
+        sa.and_(TASK.c.all_day, bindparam("day_ago", type_=UTCDateTime) >= DUE),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
-    """Which of the owner's tasks a list shows. Later filters (tags, due dates) go here."""
+    """Which of the owner's tasks a list shows; every field narrows it, None leaves it open."""
 
     completed: bool | None = None
     search: str | None = None  # a case-insensitive substring of the title or the description
+    priorities: tuple[int, ...] | None = None  # any of these ranks
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    overdue: bool | None = None
+    has_due_date: bool | None = None
+    updated_since: datetime | None = None
 
     def shape(self) -> "TaskFilter":
         """This filter with its free values blanked: all a cached statement depends on."""
-        return TaskFilter(self.completed, None if self.search is None else "")
+
+        def blank(value: Any, placeholder: Any) -> Any:
+            return None if value is None else placeholder
+
+        return TaskFilter(
+            self.completed,
+            blank(self.search, ""),
+            blank(self.priorities, ()),
+            blank(self.due_before, EPOCH),
+            blank(self.due_after, EPOCH),
+            self.overdue,
+            self.has_due_date,
+            blank(self.updated_since, EPOCH),
+        )
 
     def clauses(self) -> list[ColumnElement[bool]]:
         clauses = [OWNED]
@@ -116,6 +149,18 @@ class TaskFilter:
                     func.lower(TASK.c.description).like(pattern, escape="\\"),
                 )
             )
+        if self.priorities is not None:
+            clauses.append(TASK.c.priority.in_(bindparam("priorities", expanding=True)))
+        if self.due_before is not None:
+            clauses.append(bindparam("due_before", type_=UTCDateTime) > DUE)
+        if self.due_after is not None:
+            clauses.append(bindparam("due_after", type_=UTCDateTime) < DUE)
+        if self.overdue is not None:
+            clauses.append(OVERDUE if self.overdue else not_(OVERDUE))
+        if self.has_due_date is not None:
+            clauses.append(DUE.is_not(None) if self.has_due_date else DUE.is_(None))
+        if self.updated_since is not None:
+            clauses.append(TASK.c.updated_at > bindparam("updated_since", type_=UTCDateTime))
         return clauses
 
     def params(self) -> dict[str, Any]:
@@ -125,12 +170,20 @@ class TaskFilter:
         if self.search is not None:  # % and _ are taken literally
             escaped = self.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params["pattern"] = f"%{escaped}%"
+        if self.priorities is not None:
+            params["priorities"] = list(self.priorities)
+        for name in ("due_before", "due_after", "updated_since"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        if self.overdue is not None:
+            now = utcnow()
+            params |= {"now": now, "day_ago": now - timedelta(days=1)}
         return params
 
     def counted_total(self) -> ColumnElement[int] | None:
         """The number of matching tasks, read from the owner's task_count row; None when the
-        counts cannot answer for this filter (a text search), and the matching rows are counted."""
-        if self.search is not None:
+        counts cannot answer for this filter (anything but the status), and rows are counted."""
+        if self.shape() != TaskFilter(self.completed):
             return None
         if self.completed is None:
             return COUNT.c.total
@@ -145,9 +198,10 @@ class TaskOrder:
     descending: bool = True
 
     def clauses(self) -> tuple[Any, ...]:
-        # Ties broken by id, so pages are stable; each order has an index (models.Task).
+        # Ties broken by id, so pages are stable. Tasks without a due date come last either way.
         column, tiebreak = SORT_COLUMNS[self.field], TASK.c.id
-        return (column.desc(), tiebreak.desc()) if self.descending else (column, tiebreak)
+        first = (TASK.c.due_date.is_(None),) if self.field == "due_date" else ()
+        return (*first, column.desc(), tiebreak.desc()) if self.descending else (*first, column, tiebreak)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +291,11 @@ NEW_VALUES: dict[str, Any] = {
     "title": bindparam("new_title", type_=String),
     "description": bindparam("new_description", type_=String),
     "completed": bindparam("new_completed", type_=Boolean),
+    "priority": bindparam("new_priority", type_=Integer),
+    "due_date": bindparam("new_due_date", type_=UTCDateTime),
+    "all_day": bindparam("new_all_day", type_=Boolean),
 }
+NEXT_VERSION = TASK.c.version + 1
 # Completing an already completed task keeps its original completion time.
 COMPLETED_AT = case((NEW_VALUES["completed"], func.coalesce(TASK.c.completed_at, NOW)), else_=None)
 
@@ -260,6 +318,7 @@ TOGGLE = (
         completed=not_(TASK.c.completed),
         completed_at=case((TASK.c.completed, None), else_=NOW),
         updated_at=NOW,
+        version=NEXT_VERSION,
     )
     .returning(*PUBLIC_COLUMNS)
 )
@@ -303,17 +362,24 @@ def _update_statement(fields: frozenset[str]) -> Any:
     if "completed" in fields:
         values["completed_at"] = COMPLETED_AT
     values["updated_at"] = NOW
+    values["version"] = NEXT_VERSION
     return sa.update(TASK).where(*THIS_TASK).values(**values).returning(*PUBLIC_COLUMNS)
 
 
 def as_public(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of PUBLIC_COLUMNS as the API's task object, with its derived `status`."""
-    completed = row[2]
-    task = {
-        "title": row[0],
-        "description": row[1],
+    """A row of PUBLIC_COLUMNS as the API's task object (schemas.TaskPublic), key for key."""
+    (title, description, completed, priority, due, all_day, task_id, user_id, version) = row[:9]
+    return {
+        "title": title,
+        "description": description,
         "completed": completed,
         "status": "completed" if completed else "pending",
+        "priority": PRIORITY_NAMES[priority],
+        "due_date": due.date().isoformat() if all_day and due is not None else due,
+        "id": task_id,
+        "user_id": user_id,
+        "version": version,
+        "completed_at": row[9],
+        "created_at": row[10],
+        "updated_at": row[11],
     }
-    task.update(zip(PUBLIC_FIELDS[3:], row[3:], strict=False))
-    return task

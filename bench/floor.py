@@ -33,7 +33,21 @@ if not DATABASE_URL.startswith(("postgresql://", "postgres://")) or not SECRET:
     raise SystemExit("floor: set DATABASE_URL (postgresql://...) and BETTER_AUTH_SECRET")
 
 # The service's key order: TaskPublic's fields. The statements below are built from constants only.
-COLUMNS = ("title", "description", "completed", "id", "user_id", "completed_at", "created_at", "updated_at")
+COLUMNS = (
+    "title",
+    "description",
+    "completed",
+    "priority",
+    "due_date",
+    "all_day",
+    "id",
+    "user_id",
+    "version",
+    "completed_at",
+    "created_at",
+    "updated_at",
+)
+PRIORITIES = ("none", "low", "medium", "high")
 TASK = ", ".join(COLUMNS)
 OWNED = "id = %(id)s AND user_id = %(user)s"
 LIST = f"""
@@ -52,12 +66,13 @@ CREATE = f"""
 REPLACE = f"""
     UPDATE task SET title = %(title)s, description = %(description)s, completed = %(completed)s,
                     completed_at = CASE WHEN %(completed)s THEN coalesce(completed_at, now()) END,
-                    updated_at = now()
+                    updated_at = now(), version = version + 1
     WHERE {OWNED} RETURNING {TASK}
 """  # noqa: S608
 TOGGLE = f"""
     UPDATE task SET completed = NOT completed,
-                    completed_at = CASE WHEN completed THEN NULL ELSE now() END, updated_at = now()
+                    completed_at = CASE WHEN completed THEN NULL ELSE now() END, updated_at = now(),
+                    version = version + 1
     WHERE {OWNED} RETURNING {TASK}
 """  # noqa: S608
 ID_MAX = 2**63 - 1
@@ -74,11 +89,22 @@ def reply(content: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 
 def task(row: tuple[Any, ...]) -> dict[str, Any]:
-    # A list row carries the total after the task; `status` is derived, as in the service.
-    title, description, completed = row[:3]
-    status = "completed" if completed else "pending"
-    head = {"title": title, "description": description, "completed": completed, "status": status}
-    return head | dict(zip(COLUMNS[3:], row[3:8], strict=True))
+    # A list row carries the total after the task; status and the due date's form are derived.
+    title, description, completed, priority, due, all_day, task_id, user_id, version = row[:9]
+    return {
+        "title": title,
+        "description": description,
+        "completed": completed,
+        "status": "completed" if completed else "pending",
+        "priority": PRIORITIES[priority],
+        "due_date": due.date().isoformat() if all_day and due is not None else due,
+        "id": task_id,
+        "user_id": user_id,
+        "version": version,
+        "completed_at": row[9],
+        "created_at": row[10],
+        "updated_at": row[11],
+    }
 
 
 def owner(request: Request) -> str:
@@ -145,7 +171,7 @@ async def one_task(request: Request, query: str, params: Mapping[str, Any], stat
     rows = await fetch(request, query, params)
     if not rows:
         return reply({"detail": "Task not found"}, 404)
-    headers = {"Location": f"{request.url.replace(query='')}/{rows[0][3]}"} if status == 201 else None
+    headers = {"Location": f"{request.url.replace(query='')}/{rows[0][6]}"} if status == 201 else None
     return reply(task(rows[0]), status, headers)
 
 

@@ -6,6 +6,7 @@ database (orjson), in the shape that `schemas.TaskPublic` documents.
 """
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
 from models import ID_MAX
-from schemas import ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic
+from schemas import PRIORITIES, ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
@@ -36,9 +37,12 @@ SORT_ALIASES: dict[str, tasks.SortField] = {
     "updated_at": "updated_at",
     "updated": "updated_at",
     "title": "title",
+    "due_date": "due_date",
+    "due": "due_date",
+    "priority": "priority",
 }
 # A leading "+" arrives as a space when the client did not percent-encode it.
-SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title)(:(asc|desc))?$"
+SORT_PATTERN = r"^[-+ ]?(created_at|created|updated_at|updated|title|due_date|due|priority)(:(asc|desc))?$"
 STATUS_FILTERS = {
     "all": None,
     "pending": False,
@@ -122,12 +126,28 @@ async def list_tasks(
         Query(max_length=200, description="Tasks whose title or description contains this, ignoring case"),
     ] = None,
     search: Annotated[str | None, Query(max_length=200, description="Alias of `q`")] = None,
+    priority: Annotated[
+        list[str] | None,
+        Query(description="none, low, medium or high (any case); repeat it for any of several"),
+    ] = None,
+    due_before: Annotated[
+        datetime | None, Query(description="Due before this instant (ISO 8601; UTC if no offset)")
+    ] = None,
+    due_after: Annotated[
+        datetime | None, Query(description="Due after this instant (ISO 8601; UTC if no offset)")
+    ] = None,
+    overdue: Annotated[bool | None, Query(description="true: not completed and due in the past")] = None,
+    has_due_date: Annotated[bool | None, Query(description="true: has a due date; false: has none")] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="Changed after this instant (ISO 8601)")
+    ] = None,
     sort: Annotated[
         str | None,
         Query(
             pattern=SORT_PATTERN,
-            description="created_at, updated_at or title (also created, updated); a '-' prefix or "
-            "a ':desc' suffix sorts descending. Default: newest first.",
+            description="created_at, updated_at, title, due_date (tasks without one last) or "
+            "priority (also created, updated, due); a '-' prefix or a ':desc' suffix sorts "
+            "descending. Default: newest first.",
         ),
     ] = None,
     order: Annotated[Literal["asc", "desc"] | None, Query(description="Sort direction")] = None,
@@ -148,6 +168,12 @@ async def list_tasks(
     where = tasks.TaskFilter(
         completed=completed if completed is not None else wanted,
         search=(text.strip() or None) if text is not None else None,
+        priorities=priority_ranks(priority),
+        due_before=utc(due_before),
+        due_after=utc(due_after),
+        overdue=overdue,
+        has_due_date=has_due_date,
+        updated_since=utc(updated_since),
     )
     ordering = order_of(
         one_of("sort", sort, "sort_by", sort_by), one_of("order", order, "sort_order", sort_order)
@@ -159,6 +185,22 @@ async def list_tasks(
     if links:
         headers["Link"] = links
     return json_response([tasks.as_public(row) for row in page_rows.rows], headers=headers)
+
+
+def priority_ranks(names: list[str] | None) -> tuple[int, ...] | None:
+    if not names:
+        return None
+    try:
+        return tuple(sorted({PRIORITIES.index(name.strip().lower()) for name in names}))
+    except ValueError:
+        raise HTTPException(422, "priority must be none, low, medium or high") from None
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A query's date-time, taken as UTC when it has no offset."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def one_of(name: str, value: T | None, alias: str, alias_value: T | None) -> T | None:
