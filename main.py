@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Total-Count", "Link", "Location"],
+        expose_headers=["X-Total-Count", "Link", "Location", "ETag"],
     )
     add_error_handlers(app, settings.cors_origins)
     return app

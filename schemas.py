@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -110,7 +111,7 @@ class TaskInput(BaseModel):
     def changes(self) -> dict[str, Any]:
         """The editable fields the client sent, as stored: `status` turned into `completed`,
         `priority` into its rank, `due_date` into an instant and `all_day`."""
-        return stored(self.model_dump(exclude_unset=True, exclude={"status"}))
+        return stored(self.model_dump(exclude_unset=True, exclude={"status", "version"}))
 
 
 def stored(values: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +168,10 @@ def not_null(value: Any) -> Any:
     return value
 
 
+VERSION_DOC = (
+    "The version this change is based on: if the task has changed since, nothing is written "
+    "and the answer is 409 with the current task (the If-Match header does the same, with 412)"
+)
 DUE_DATE_DOC = (
     "ISO 8601: a date-time (UTC if it has no offset), or a date alone for that whole day; '' or null for none"
 )
@@ -194,12 +199,14 @@ class TaskPatch(TaskInput):
         default=None, description="none, low, medium or high, any case"
     )
     due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
+    version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
 
 
 class TaskCompletion(TaskInput):
     """`{"completed": true|false}` (or a `status`) sets completion; `{}` toggles it."""
 
     completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
+    version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
 
 
 class TaskPublic(BaseModel):

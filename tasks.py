@@ -258,24 +258,63 @@ def create_many(session: Session, owner: str, tasks: Sequence[dict[str, Any]]) -
     return sorted(session.execute(statement).all(), key=lambda row: row.id)
 
 
-def update(session: Session, owner: str, task_id: int, values: dict[str, Any]) -> Row[Any] | None:
-    """Set the editable fields in `values`, in one atomic UPDATE ... RETURNING; None if no such task."""
+class VersionMismatch(Exception):
+    """A conditional write found the task at another version: nothing was changed."""
+
+    def __init__(self, current: Row[Any]) -> None:
+        super().__init__(f"task is at version {current.version}")
+        self.current = current
+
+
+Versions = frozenset[int] | None  # the versions a conditional write accepts; None: any
+
+
+def update(
+    session: Session, owner: str, task_id: int, values: dict[str, Any], versions: Versions = None
+) -> Row[Any] | None:
+    """Set the editable fields in `values`, in one atomic UPDATE ... RETURNING; None if no such task.
+
+    With `versions`, the check and the write are one statement (WHERE version IN ...), so of two
+    writers holding the same version only one can win; the other gets VersionMismatch.
+    """
     if not values:
-        return get(session, owner, task_id)
+        row = get(session, owner, task_id)
+        if row is not None and versions is not None and row.version not in versions:
+            raise VersionMismatch(row)
+        return row
     params = {"owner": owner, "task": task_id, "now": utcnow()}
     params.update({f"new_{field}": value for field, value in values.items()})
-    return session.execute(_update_statement(frozenset(values)), params).first()
+    statement = _update_statement(frozenset(values), versions is not None)
+    return _conditional(session, statement, params, owner, task_id, versions)
 
 
-def toggle(session: Session, owner: str, task_id: int) -> Row[Any] | None:
+def toggle(session: Session, owner: str, task_id: int, versions: Versions = None) -> Row[Any] | None:
     """Flip `completed`; None if no such task."""
-    return session.execute(TOGGLE, {"owner": owner, "task": task_id, "now": utcnow()}).first()
+    params = {"owner": owner, "task": task_id, "now": utcnow()}
+    statement = TOGGLE_IF_VERSION if versions is not None else TOGGLE
+    return _conditional(session, statement, params, owner, task_id, versions)
 
 
-def remove(session: Session, owner: str, task_id: int) -> bool:
+def remove(session: Session, owner: str, task_id: int, versions: Versions = None) -> bool:
     """Delete the task; False if there was no such task."""
-    result: CursorResult[Any] = session.execute(DELETE, {"owner": owner, "task": task_id})  # type: ignore[assignment]
-    return result.rowcount > 0
+    params: dict[str, Any] = {"owner": owner, "task": task_id}
+    if versions is None:
+        result: CursorResult[Any] = session.execute(DELETE, params)  # type: ignore[assignment]
+        return result.rowcount > 0
+    return _conditional(session, DELETE_IF_VERSION, params, owner, task_id, versions) is not None
+
+
+def _conditional(
+    session: Session, statement: Any, params: dict[str, Any], owner: str, task_id: int, versions: Versions
+) -> Row[Any] | None:
+    if versions is not None:
+        params["versions"] = sorted(versions)
+    row = session.execute(statement, params).first()
+    if row is None and versions is not None:  # missing, or at another version: a second look
+        current = get(session, owner, task_id)
+        if current is not None:
+            raise VersionMismatch(current)
+    return row
 
 
 def remove_matching(session: Session, owner: str, where: TaskFilter) -> int:
@@ -323,6 +362,9 @@ TOGGLE = (
     .returning(*PUBLIC_COLUMNS)
 )
 DELETE = sa.delete(TASK).where(*THIS_TASK)
+AT_VERSION = TASK.c.version.in_(bindparam("versions", expanding=True))
+TOGGLE_IF_VERSION = TOGGLE.where(AT_VERSION)
+DELETE_IF_VERSION = sa.delete(TASK).where(*THIS_TASK, AT_VERSION).returning(TASK.c.id)
 
 
 # Keyed by the filter's shape (its free values blanked) and the order; a request binds the values.
@@ -357,13 +399,14 @@ def _delete_statement(where: TaskFilter) -> Any:
 
 
 @cache
-def _update_statement(fields: frozenset[str]) -> Any:
+def _update_statement(fields: frozenset[str], conditional: bool = False) -> Any:
     values = {field: NEW_VALUES[field] for field in fields}
     if "completed" in fields:
         values["completed_at"] = COMPLETED_AT
     values["updated_at"] = NOW
     values["version"] = NEXT_VERSION
-    return sa.update(TASK).where(*THIS_TASK).values(**values).returning(*PUBLIC_COLUMNS)
+    where = (*THIS_TASK, AT_VERSION) if conditional else THIS_TASK
+    return sa.update(TASK).where(*where).values(**values).returning(*PUBLIC_COLUMNS)
 
 
 def as_public(row: Sequence[Any]) -> dict[str, Any]:

@@ -5,13 +5,15 @@ worker thread (`mine.run`): one hop per request. Rows are written to JSON once, 
 database (orjson), in the shape that `schemas.TaskPublic` documents.
 """
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import orjson
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 import tasks
@@ -70,7 +72,56 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
 def task_response(row: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     if row is None:
         raise task_not_found()
-    return json_response(tasks.as_public(row), status_code, headers)
+    return json_response(tasks.as_public(row), status_code, {"ETag": etag(row), **(headers or {})})
+
+
+# --- ETags: HTTP's own optimistic concurrency ---------------------------------------------------
+
+ENTITY_TAG = re.compile(r'(W/)?"(\d+)\.(\d+)"')
+IfMatch = Annotated[
+    str | None,
+    Header(description='Write only if the task is still at this ETag (`"id.version"`): else 412'),
+]
+IfNoneMatch = Annotated[
+    str | None, Header(description="Answer 304, with no body, if the task is still at this ETag")
+]
+
+
+def etag(row: Any) -> str:
+    """A task's entity tag: its id and version, so it changes with every change."""
+    return f'"{row.id}.{row.version}"'
+
+
+def matching_versions(header: str, task_id: int, *, weak: bool) -> tasks.Versions:
+    """The versions of this task that the header's tags name; None for `*` (any)."""
+    if header.strip() == "*":
+        return None
+    versions = set()
+    for tag in header.split(","):
+        match = ENTITY_TAG.fullmatch(tag.strip())
+        # If-Match compares strongly: a weak tag never matches it (RFC 9110, 13.1.1).
+        if match and int(match[2]) == task_id and (weak or not match[1]):
+            versions.add(int(match[3]))
+    return frozenset(versions)
+
+
+def preconditions(task_id: int, if_match: str | None, version: int | None) -> tuple[tasks.Versions, int]:
+    """The versions a write may apply to, and the status to answer when the task is at another."""
+    if if_match is not None:
+        return matching_versions(if_match, task_id, weak=False), status.HTTP_412_PRECONDITION_FAILED
+    if version is not None:
+        return frozenset({version}), status.HTTP_409_CONFLICT
+    return None, status.HTTP_200_OK
+
+
+async def write(
+    mine: MyTasks, work: Callable[..., Any], task_id: int, *args: Any, mismatch: int, versions: tasks.Versions
+) -> Any:
+    """Run a conditional write; a task at another version is answered with itself and `mismatch`."""
+    try:
+        return await mine.run(work, task_id, *args, versions)
+    except tasks.VersionMismatch as stale:
+        return task_response(stale.current, mismatch)
 
 
 def task_not_found() -> HTTPException:
@@ -347,8 +398,13 @@ async def delete_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
-async def get_task(task_id: TaskId, mine: MyTasks) -> Response:
-    return task_response(await mine.run(tasks.get, task_id))
+async def get_task(task_id: TaskId, mine: MyTasks, if_none_match: IfNoneMatch = None) -> Response:
+    row = await mine.run(tasks.get, task_id)
+    if row is not None and if_none_match is not None:
+        versions = matching_versions(if_none_match, task_id, weak=True)
+        if versions is None or row.version in versions:
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(row)})
+    return task_response(row)
 
 
 @router.put(
@@ -361,8 +417,16 @@ async def get_task(task_id: TaskId, mine: MyTasks) -> Response:
     ),
     responses=TASK_ERRORS,
 )
-async def replace_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Response:
-    return task_response(await mine.run(tasks.update, task_id, changes.changes()))
+async def replace_task(
+    task_id: TaskId, changes: TaskPatch, mine: MyTasks, if_match: IfMatch = None
+) -> Response:
+    return await edit(task_id, changes, mine, if_match)
+
+
+async def edit(task_id: int, changes: TaskPatch, mine: MyTasks, if_match: str | None) -> Response:
+    versions, mismatch = preconditions(task_id, if_match, changes.version)
+    result = await write(mine, tasks.update, task_id, changes.changes(), mismatch=mismatch, versions=versions)
+    return result if isinstance(result, Response) else task_response(result)
 
 
 @router.patch(
@@ -372,8 +436,10 @@ async def replace_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Re
     description="Only the fields sent change.",
     responses=TASK_ERRORS,
 )
-async def patch_task(task_id: TaskId, changes: TaskPatch, mine: MyTasks) -> Response:
-    return task_response(await mine.run(tasks.update, task_id, changes.changes()))
+async def patch_task(
+    task_id: TaskId, changes: TaskPatch, mine: MyTasks, if_match: IfMatch = None
+) -> Response:
+    return await edit(task_id, changes, mine, if_match)
 
 
 COMPLETION_DOC = (
@@ -401,11 +467,15 @@ async def complete_task(
     task_id: TaskId,
     mine: MyTasks,
     completion: Annotated[TaskCompletion | None, Body()] = None,
+    if_match: IfMatch = None,
 ) -> Response:
     values = completion.changes() if completion is not None else {}
-    if not values:
-        return task_response(await mine.run(tasks.toggle, task_id))
-    return task_response(await mine.run(tasks.update, task_id, values))
+    versions, mismatch = preconditions(task_id, if_match, completion.version if completion else None)
+    if values:
+        result = await write(mine, tasks.update, task_id, values, mismatch=mismatch, versions=versions)
+    else:
+        result = await write(mine, tasks.toggle, task_id, mismatch=mismatch, versions=versions)
+    return result if isinstance(result, Response) else task_response(result)
 
 
 @router.delete(
@@ -415,6 +485,11 @@ async def complete_task(
     summary="Delete a task",
     responses=TASK_ERRORS,
 )
-async def delete_task(task_id: TaskId, mine: MyTasks) -> None:
-    if not await mine.run(tasks.remove, task_id):
+async def delete_task(task_id: TaskId, mine: MyTasks, if_match: IfMatch = None) -> Response:
+    versions, mismatch = preconditions(task_id, if_match, None)
+    result = await write(mine, tasks.remove, task_id, mismatch=mismatch, versions=versions)
+    if isinstance(result, Response):
+        return result
+    if not result:
         raise task_not_found()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
