@@ -7,7 +7,7 @@ filter/order description, once per shape, and cached; a request only binds its v
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -317,6 +317,32 @@ def _conditional(
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class Stats:
+    total: int
+    completed: int
+    pending: int
+    overdue: int
+    due_today: int
+
+
+def stats(session: Session, owner: str, day_start: datetime, day_end: datetime, day: date) -> Stats:
+    """The owner's counts in one statement; `due_today` is pending tasks due in [start, end) or,
+    all day, on `day` (the client's today)."""
+    now = utcnow()
+    params = {
+        "owner": owner,
+        "now": now,
+        "day_ago": now - timedelta(days=1),
+        "day_start": day_start,
+        "day_end": day_end,
+        "day_midnight": datetime.combine(day, time(), UTC),
+    }
+    total, completed, overdue, due_today = session.execute(STATS, params).one()
+    total, completed = total or 0, completed or 0
+    return Stats(total, completed, total - completed, overdue, due_today)
+
+
 def remove_matching(session: Session, owner: str, where: TaskFilter) -> int:
     """Delete every task of the owner that the filter matches, in one statement; how many."""
     params = {"owner": owner, **where.params()}
@@ -362,6 +388,23 @@ TOGGLE = (
     .returning(*PUBLIC_COLUMNS)
 )
 DELETE = sa.delete(TASK).where(*THIS_TASK)
+DUE_TODAY = sa.and_(
+    not_(TASK.c.completed),
+    sa.or_(
+        sa.and_(
+            not_(TASK.c.all_day),
+            bindparam("day_start", type_=UTCDateTime) <= DUE,
+            bindparam("day_end", type_=UTCDateTime) > DUE,
+        ),
+        sa.and_(TASK.c.all_day, bindparam("day_midnight", type_=UTCDateTime) == DUE),
+    ),
+)
+STATS = select(
+    select(COUNT.c.total).where(COUNT.c.user_id == OWNER).scalar_subquery(),
+    select(COUNT.c.completed).where(COUNT.c.user_id == OWNER).scalar_subquery(),
+    select(func.count()).select_from(TASK).where(OWNED, OVERDUE).scalar_subquery(),
+    select(func.count()).select_from(TASK).where(OWNED, DUE_TODAY).scalar_subquery(),
+)
 AT_VERSION = TASK.c.version.in_(bindparam("versions", expanding=True))
 TOGGLE_IF_VERSION = TOGGLE.where(AT_VERSION)
 DELETE_IF_VERSION = sa.delete(TASK).where(*THIS_TASK, AT_VERSION).returning(TASK.c.id)

@@ -7,14 +7,15 @@ database (orjson), in the shape that `schemas.TaskPublic` documents.
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
@@ -395,6 +396,40 @@ async def delete_tasks(
         raise HTTPException(422, "Refusing to delete every task: add status=completed (or status=pending)")
     deleted = await mine.run(tasks.remove_matching, tasks.TaskFilter(completed=chosen))
     return json_response({"deleted": deleted})
+
+
+class TaskStats(BaseModel):
+    total: int
+    completed: int
+    pending: int
+    overdue: int = Field(description="Not completed and due in the past")
+    due_today: int = Field(description="Not completed and due today, in the time zone `tz`")
+
+
+@router.get(
+    "/stats",
+    response_model=TaskStats,
+    summary="How many tasks: total, completed, pending, overdue, due today",
+    responses={422: {"description": "Unknown time zone"}},
+)
+async def task_stats(
+    mine: MyTasks,
+    tz: Annotated[
+        str,
+        Query(
+            max_length=64, description="IANA time zone whose today counts as today", examples=["Europe/Paris"]
+        ),
+    ] = "UTC",
+) -> Response:
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HTTPException(422, f"Unknown time zone '{tz}': use an IANA name such as Europe/Paris") from None
+    today = datetime.now(zone).date()
+    start = datetime.combine(today, time(), zone)
+    end = datetime.combine(today + timedelta(days=1), time(), zone)
+    counts = await mine.run(tasks.stats, start.astimezone(UTC), end.astimezone(UTC), today)
+    return json_response(asdict(counts))
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)

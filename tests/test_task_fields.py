@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -221,3 +222,60 @@ def test_the_fields_migration_upgrades_a_database_holding_tasks(
     assert [tuple(row) for row in rows] == [("first", "kept"), ("second", "kept"), ("a task", None)]
     assert total == 2
     engine.dispose()
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+
+def test_stats_count_what_the_filters_would(client: TestClient, alice: dict, bob: dict) -> None:
+    now = datetime.now(UTC)
+    create(client, alice, title="late", due_date=(now - timedelta(hours=2)).isoformat())
+    create(client, alice, title="today", due_date=now.date().isoformat())
+    create(client, alice, title="later today", due_date=(now + timedelta(minutes=1)).isoformat())
+    create(client, alice, title="done", completed=True, due_date=now.date().isoformat())
+    create(client, alice, title="next week", due_date=(now + timedelta(days=7)).isoformat())
+    client.post("/api/bob/tasks", json={"title": "bob's", "due_date": now.date().isoformat()}, headers=bob)
+    response = client.get(f"{TASKS}/stats", headers=alice)
+    assert response.status_code == 200
+    stats = response.json()
+    overdue = int(client.get(f"{TASKS}?overdue=true", headers=alice).headers["X-Total-Count"])
+    assert stats == {
+        "total": 5,
+        "completed": 1,
+        "pending": 4,
+        "overdue": overdue,
+        "due_today": stats["due_today"],
+    }
+    assert overdue == 1
+    # "late" is due today too unless it fell on yesterday; "today" and "later today" always are
+    # (unless a minute from now is tomorrow), "done" is completed.
+    expected_today = {"today"}
+    if (now - timedelta(hours=2)).date() == now.date():
+        expected_today.add("late")
+    if (now + timedelta(minutes=1)).date() == now.date():
+        expected_today.add("later today")
+    assert stats["due_today"] == len(expected_today)
+
+
+def test_stats_judge_today_in_the_clients_time_zone(client: TestClient, alice: dict) -> None:
+    zone = ZoneInfo("Pacific/Kiritimati")  # UTC+14: its today is often UTC's tomorrow
+    local_today = datetime.now(zone).date()
+    create(client, alice, title="their today", due_date=local_today.isoformat())
+    there = client.get(f"{TASKS}/stats?tz=Pacific/Kiritimati", headers=alice).json()
+    assert there["due_today"] == 1
+    utc_today = datetime.now(UTC).date()
+    assert client.get(f"{TASKS}/stats", headers=alice).json()["due_today"] == (
+        1 if utc_today == local_today else 0
+    )
+
+
+@pytest.mark.parametrize("tz", ["Mars/Olympus", "../../etc/passwd", ""])
+def test_stats_with_an_unknown_time_zone_are_422(client: TestClient, alice: dict, tz: str) -> None:
+    response = client.get(f"{TASKS}/stats", params={"tz": tz}, headers=alice)
+    assert response.status_code == 422
+    assert "time zone" in response.json()["detail"]
+
+
+def test_stats_of_a_user_with_no_tasks_are_zero(client: TestClient, alice: dict) -> None:
+    stats = client.get(f"{TASKS}/stats", headers=alice).json()
+    assert stats == {"total": 0, "completed": 0, "pending": 0, "overdue": 0, "due_today": 0}
