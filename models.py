@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, SmallInteger, TypeDecorator, false
+from sqlalchemy import BigInteger, DateTime, Index, Integer, SmallInteger, Text, TypeDecorator, false
 from sqlmodel import Column, Field, SQLModel
 
 # Every constraint and index gets a predictable name, so that later migrations (foreign keys,
@@ -113,3 +113,16 @@ class User(SQLModel, table=True):
     name: str = Field(max_length=100)
     password_hash: str = Field(max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The first answer to a POST sent with an Idempotency-Key, replayed to its retries."""
+
+    __tablename__ = "idempotency_key"
+
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)  # what the first request asked for
+    status_code: int
+    body: str = Field(sa_type=Text)  # the first response, as sent
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)

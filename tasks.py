@@ -5,12 +5,14 @@ returns rows of PUBLIC_COLUMNS (a task as the API shows it). Statements are buil
 filter/order description, once per shape, and cached; a request only binds its values.
 """
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import (
     Boolean,
@@ -28,13 +30,19 @@ from sqlalchemy import (
     not_,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
-from models import Task, TaskCount, UTCDateTime, utcnow
+from db import transaction
+from models import IdempotencyKey, Task, TaskCount, UTCDateTime, utcnow
 
 TASK: Table = Task.__table__  # type: ignore[attr-defined]
+KEYS: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+# A task as JSON: the same bytes the routes send (timestamps read as naive UTC, written with Z).
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+JSON_KEYS = JSON_OPTIONS | orjson.OPT_SORT_KEYS
 COUNT: Table = TaskCount.__table__  # type: ignore[attr-defined]
 
 
@@ -230,14 +238,64 @@ def get(session: Session, owner: str, task_id: int) -> Row[Any] | None:
 
 
 def create(session: Session, owner: str, values: dict[str, Any]) -> Row[Any]:
-    now = utcnow()
-    params = {
+    return session.execute(CREATE, _create_params(owner, values, utcnow())).one()
+
+
+def _create_params(owner: str, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
         "owner": owner,
         "now": now,
         "completed_at": now if values["completed"] else None,
         **{f"new_{field}": values[field] for field in EDITABLE_FIELDS},
     }
-    return session.execute(CREATE, params).one()
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key came back with another request than the one it was first sent with."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAnswer:
+    status_code: int
+    body: bytes  # the created task as JSON, exactly as first sent
+    replayed: bool
+
+
+def create_once(
+    session: Session, owner: str, values: dict[str, Any], key: str, ttl: timedelta
+) -> FirstAnswer:
+    """Create the task unless this key already did: then answer as the first time, create nothing.
+
+    The key is claimed with an INSERT ... ON CONFLICT DO NOTHING in the same transaction as the
+    task's INSERT, so two identical requests racing create one task: the second waits for the
+    first's claim to commit (or roll back) and then replays its answer.
+    """
+    request_hash = hashlib.sha256(orjson.dumps(values, option=JSON_KEYS)).hexdigest()
+    now = utcnow()
+    engine = session.get_bind()
+    assert isinstance(engine, sa.Engine)
+    owned_key = (KEYS.c.user_id == owner, KEYS.c.key == key)
+    with transaction(engine) as connection:
+        connection.execute(sa.delete(KEYS).where(KEYS.c.user_id == owner, KEYS.c.expires_at <= now))
+        claim = _insert_ignoring_conflicts(engine.dialect.name).values(
+            user_id=owner, key=key, request_hash=request_hash, status_code=201, body="", expires_at=now + ttl
+        )
+        if connection.execute(claim.returning(KEYS.c.key)).first() is None:
+            first = connection.execute(
+                select(KEYS.c.request_hash, KEYS.c.status_code, KEYS.c.body).where(*owned_key)
+            ).one()
+            if first.request_hash != request_hash:
+                raise KeyReused
+            return FirstAnswer(first.status_code, first.body.encode(), replayed=True)
+        row = connection.execute(CREATE, _create_params(owner, values, now)).one()
+        body = orjson.dumps(as_public(row), option=JSON_OPTIONS)
+        connection.execute(sa.update(KEYS).where(*owned_key).values(body=body.decode()))
+    return FirstAnswer(201, body, replayed=False)
+
+
+def _insert_ignoring_conflicts(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(KEYS).on_conflict_do_nothing()
 
 
 def create_many(session: Session, owner: str, tasks: Sequence[dict[str, Any]]) -> list[Row[Any]]:

@@ -63,7 +63,7 @@ T = TypeVar("T")
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(content, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
+        orjson.dumps(content, option=tasks.JSON_OPTIONS),
         status_code=status_code,
         headers=headers,
         media_type="application/json",
@@ -90,7 +90,11 @@ IfNoneMatch = Annotated[
 
 def etag(row: Any) -> str:
     """A task's entity tag: its id and version, so it changes with every change."""
-    return f'"{row.id}.{row.version}"'
+    return etag_of(row.id, row.version)
+
+
+def etag_of(task_id: int, version: int) -> str:
+    return f'"{task_id}.{version}"'
 
 
 def matching_versions(header: str, task_id: int, *, weak: bool) -> tasks.Versions:
@@ -342,13 +346,42 @@ def page_links(request: Request, *, total: int, paging: Paging) -> str:
     summary="Create a task",
     response_description="The created task; `Location` names its URL",
 )
-async def create_task(task_in: TaskCreate, mine: MyTasks, request: Request) -> Response:
-    row = await mine.run(tasks.create, task_in.changes())
-    location = f"{request_url(request)}/{row.id}"
-    return task_response(row, status.HTTP_201_CREATED, {"Location": location})
+async def create_task(
+    task_in: TaskCreate,
+    mine: MyTasks,
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Retry-safe create: the same key with the same body within 24 hours answers "
+            "as the first time and creates nothing; with another body it is 422",
+        ),
+    ] = None,
+) -> Response:
+    if idempotency_key is None:
+        row = await mine.run(tasks.create, task_in.changes())
+        location = f"{request_url(request)}/{row.id}"
+        return task_response(row, status.HTTP_201_CREATED, {"Location": location})
+    try:
+        first = await mine.run(tasks.create_once, task_in.changes(), idempotency_key, IDEMPOTENCY_TTL)
+    except tasks.KeyReused:
+        raise HTTPException(
+            422, "This Idempotency-Key was first sent with another request: use a new key for a new task"
+        ) from None
+    task = orjson.loads(first.body)
+    headers = {
+        "Location": f"{request_url(request)}/{task['id']}",
+        "ETag": f'"{task["id"]}.{task["version"]}"',
+    }
+    if first.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(first.body, first.status_code, headers, media_type="application/json")
 
 
 BULK_MAX = 100
+IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
 @router.post(
