@@ -1,8 +1,10 @@
 """All task SQL: the owner clause, list filters and orders, and single-statement writes.
 
 Every function takes a session and the owner's id, runs one statement scoped to that owner and
-returns rows of PUBLIC_COLUMNS (a task as the API shows it). Statements are built from a small
-filter/order description, once per shape, and cached; a request only binds its values.
+returns rows of PUBLIC_COLUMNS (a task as the API shows it). The exceptions say so: a list page
+past the end, a conditional write that finds another version (a second look for the current
+task), a keyed create (one transaction). Statements are built from a small filter/order
+description, once per shape, and cached; a request only binds its values.
 """
 
 import hashlib

@@ -1,8 +1,9 @@
 """The task API: /api/{user_id}/tasks.
 
-Each handler runs on the event loop, checks the token there, and hands its one statement to a
-worker thread (`mine.run`): one hop per request. Rows are written to JSON once, straight from the
-database (orjson), in the shape that `schemas.TaskPublic` documents.
+Each handler runs on the event loop, checks the token there, and hands its data work (one
+statement, but for the cases tasks.py names) to a worker thread (`mine.run`): one hop per
+request. Rows are written to JSON once, straight from the database (orjson), in the shape that
+`schemas.TaskPublic` documents.
 """
 
 import re
