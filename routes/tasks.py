@@ -218,12 +218,9 @@ async def list_tasks(
     page_size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
     per_page: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
 ) -> Response:
-    wanted = STATUS_FILTERS[status_filter.lower()]
-    if wanted is not None and completed is not None and wanted != completed:
-        raise HTTPException(422, "status and completed filters contradict each other")
     text = one_of("q", q, "search", search)
     where = tasks.TaskFilter(
-        completed=completed if completed is not None else wanted,
+        completed=completion_wanted(status_filter, completed),
         search=(text.strip() or None) if text is not None else None,
         priorities=priority_ranks(priority),
         due_before=utc(due_before),
@@ -242,6 +239,14 @@ async def list_tasks(
     if links:
         headers["Link"] = links
     return json_response([tasks.as_public(row) for row in page_rows.rows], headers=headers)
+
+
+def completion_wanted(status_filter: str, completed: bool | None) -> bool | None:
+    """The completion a list asks for by `status` or `completed` (None: either); 422 if they differ."""
+    wanted = STATUS_FILTERS[status_filter.lower()]
+    if wanted is not None and completed is not None and wanted != completed:
+        raise HTTPException(422, "status and completed filters contradict each other")
+    return completed if completed is not None else wanted
 
 
 def priority_ranks(names: list[str] | None) -> tuple[int, ...] | None:
@@ -422,10 +427,7 @@ async def delete_tasks(
     ] = "all",
     completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
 ) -> Response:
-    wanted = STATUS_FILTERS[status_filter.lower()]
-    if wanted is not None and completed is not None and wanted != completed:
-        raise HTTPException(422, "status and completed filters contradict each other")
-    chosen = completed if completed is not None else wanted
+    chosen = completion_wanted(status_filter, completed)
     if chosen is None:
         raise HTTPException(422, "Refusing to delete every task: add status=completed (or status=pending)")
     deleted = await mine.run(tasks.remove_matching, tasks.TaskFilter(completed=chosen))

@@ -1,12 +1,15 @@
 """Helpers shared by the tests and the benchmarks: settings for a throwaway app, and tokens."""
 
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jwt
 
 from settings import Settings
 
+T = TypeVar("T")
 TEST_SECRET = "test-secret-" + "x" * 60
 
 
@@ -34,3 +37,20 @@ def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 9
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def run_together(call: Callable[[int], T], count: int) -> list[T]:
+    """`call(0)` ... `call(count - 1)` in threads released at the same moment; their results."""
+    barrier = threading.Barrier(count)
+    results: list[T] = []
+
+    def run(n: int) -> None:
+        barrier.wait()
+        results.append(call(n))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

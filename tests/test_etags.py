@@ -1,7 +1,6 @@
 """ETags and If-Match: a write based on a stale copy changes nothing, even when writers race."""
 
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from db import make_engine, migrate
-from testkit import base_settings, bearer, sign
+from testkit import base_settings, bearer, run_together, sign
 
 TASKS = "/api/alice/tasks"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -121,24 +120,6 @@ def test_if_match_on_a_missing_task_is_404(client: TestClient, alice: dict) -> N
     assert response.status_code == 404
 
 
-def race(client: TestClient, url: str, headers: dict[str, str], *, writers: int) -> list[tuple[int, str]]:
-    """PATCH the task from several threads released at once; each one's status and the title it saw."""
-    barrier = threading.Barrier(writers)
-    outcomes: list[tuple[int, str]] = []
-
-    def writer(n: int) -> None:
-        barrier.wait()
-        response = client.patch(url, json={"title": f"writer {n}"}, headers=headers)
-        outcomes.append((response.status_code, response.json()["title"]))
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
-
-
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs the PostgreSQL leg (TEST_DATABASE_URL)")
 def test_two_writers_racing_with_the_same_version_cannot_both_win(
     make_client: Callable[..., TestClient], new_postgres_database: Callable[[], str]
@@ -153,7 +134,13 @@ def test_two_writers_racing_with_the_same_version_cannot_both_win(
         task = create(client, alice, title=f"round {round_}")
         task_url = f"{TASKS}/{task['id']}"
         tag = client.get(task_url, headers=alice).headers["ETag"]
-        outcomes = race(client, task_url, {**alice, "If-Match": tag}, writers=4)
+        headers = {**alice, "If-Match": tag}
+
+        def write(n: int, task_url: str = task_url, headers: dict[str, str] = headers) -> tuple[int, str]:
+            response = client.patch(task_url, json={"title": f"writer {n}"}, headers=headers)
+            return response.status_code, response.json()["title"]
+
+        outcomes = run_together(write, 4)
         winners = [title for status, title in outcomes if status == 200]
         assert len(winners) == 1, outcomes
         assert sorted(status for status, _ in outcomes) == [200, 412, 412, 412]

@@ -1,7 +1,6 @@
 """Idempotency-Key on POST /tasks: a retried create answers as the first time and creates nothing."""
 
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from db import make_engine, migrate
-from testkit import base_settings, bearer, sign
+from testkit import base_settings, bearer, run_together, sign
 
 TASKS = "/api/alice/tasks"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -99,21 +98,12 @@ def test_identical_requests_racing_create_one_task(
     client = make_client(base_settings(url))
     alice = bearer(sign({"sub": "alice"}))
     for round_ in range(5):
-        barrier = threading.Barrier(4)
-        answers: list[tuple[int, bytes]] = []
 
-        def send(
-            key: str = f"race-{round_}", barrier: threading.Barrier = barrier, answers: list = answers
-        ) -> None:
-            barrier.wait()
+        def send(_: int, key: str = f"race-{round_}") -> tuple[int, bytes]:
             response = post(client, alice, key)
-            answers.append((response.status_code, response.content))
+            return response.status_code, response.content
 
-        threads = [threading.Thread(target=send) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        answers = run_together(send, 4)
         assert len(answers) == 4 and len(set(answers)) == 1, answers
         assert answers[0][0] == 201
     assert count(client, alice) == 5
