@@ -26,7 +26,7 @@ def make_engine(settings: Settings) -> Engine:
 
     Autocommit spares a read the BEGIN and ROLLBACK round trips that a transaction would cost,
     and a single-statement write its COMMIT. Work of several statements that must stand or
-    fall together opens a transaction explicitly (see `migrate`).
+    fall together opens a transaction explicitly (`transaction`: migrations, keyed creates).
     """
     if settings.is_sqlite:
         in_memory = make_url(settings.database_url).database in (None, "", ":memory:")
