@@ -85,6 +85,16 @@ def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str
 
 
 @pytest.fixture
+def migrated_postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    """A PostgreSQL database of the test's own, migrated: for tests that race or drop connections."""
+    url = new_postgres_database()
+    engine = make_engine(base_settings(url))
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Any, backend: str) -> str:
     """A database with no schema at all, on the current backend."""
     if backend == "sqlite":

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from db import make_engine, migrate
 from testkit import base_settings, bearer, run_together, sign
 
 TASKS = "/api/alice/tasks"
@@ -122,12 +121,9 @@ def test_if_match_on_a_missing_task_is_404(client: TestClient, alice: dict) -> N
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs the PostgreSQL leg (TEST_DATABASE_URL)")
 def test_two_writers_racing_with_the_same_version_cannot_both_win(
-    make_client: Callable[..., TestClient], new_postgres_database: Callable[[], str]
+    make_client: Callable[..., TestClient], migrated_postgres_url: str
 ) -> None:
-    url = new_postgres_database()
-    engine = make_engine(base_settings(url))
-    migrate(engine)
-    engine.dispose()
+    url = migrated_postgres_url
     client = make_client(base_settings(url))
     alice = bearer(sign({"sub": "alice"}))
     for round_ in range(10):

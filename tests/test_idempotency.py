@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from db import make_engine, migrate
+from db import make_engine
 from testkit import base_settings, bearer, run_together, sign
 
 TASKS = "/api/alice/tasks"
@@ -89,12 +89,9 @@ def test_without_a_key_every_post_creates(client: TestClient, alice: dict) -> No
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs the PostgreSQL leg (TEST_DATABASE_URL)")
 def test_identical_requests_racing_create_one_task(
-    make_client: Callable[..., TestClient], new_postgres_database: Callable[[], str]
+    make_client: Callable[..., TestClient], migrated_postgres_url: str
 ) -> None:
-    url = new_postgres_database()
-    engine = make_engine(base_settings(url))
-    migrate(engine)
-    engine.dispose()
+    url = migrated_postgres_url
     client = make_client(base_settings(url))
     alice = bearer(sign({"sub": "alice"}))
     for round_ in range(5):

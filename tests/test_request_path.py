@@ -291,12 +291,9 @@ def drop_other_connections(database_url: str) -> int:
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs the PostgreSQL leg (TEST_DATABASE_URL)")
 @pytest.mark.parametrize("idle_seconds", [0.0, 3600.0], ids=["tested-after-idle", "never-tested"])
 def test_a_connection_dropped_while_idle_is_replaced_before_use(
-    make_client: Callable[..., TestClient], new_postgres_database: Callable[[], str], idle_seconds: float
+    make_client: Callable[..., TestClient], migrated_postgres_url: str, idle_seconds: float
 ) -> None:
-    url = new_postgres_database()
-    engine = make_engine(base_settings(url))
-    migrate(engine)
-    engine.dispose()
+    url = migrated_postgres_url
     settings = base_settings(url, db_pool_size=1, db_max_overflow=0, db_ping_after_idle_seconds=idle_seconds)
     client = make_client(settings, raise_server_exceptions=False)
     headers = bearer(sign({"sub": "alice"}))
