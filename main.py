@@ -1,14 +1,17 @@
 """The task service assembled: settings, database, services, routers, middleware, error handlers."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 
 from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
+import tasks as task_store
 from db import Database, make_engine, migrate, tune_threads
 from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
@@ -23,6 +26,9 @@ A multi-user task API. Every `/api/{user_id}/...` route needs a bearer token who
 `user_id`: a Better Auth token (shared secret or JWKS) or one from `/auth/login`.
 Use **Authorize** to paste a token or to log in with email and password.
 """
+
+
+logger = logging.getLogger("todo")
 
 
 def load_settings() -> Settings:
@@ -50,6 +56,35 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+@asynccontextmanager
+async def sweeping(database: Database, settings: Settings) -> AsyncIterator[None]:
+    """Purge expired tombstones and idempotency keys now, then every sweep interval."""
+    ttl = timedelta(days=settings.tombstone_days)
+
+    async def sweep() -> None:
+        try:
+            swept = await database.run(task_store.sweep, ttl)
+        except Exception:  # a database outage must not stop the service, nor the sweeping
+            logger.exception("purging expired tombstones and idempotency keys failed")
+            return
+        if swept.tombstones or swept.idempotency_keys:
+            logger.info("purged %d tombstones, %d idempotency keys", swept.tombstones, swept.idempotency_keys)
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.sweep_interval_seconds)
+            await sweep()
+
+    await sweep()
+    sweeper = asyncio.create_task(sweep_forever(), name="sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level)
@@ -61,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tune_threads(settings)
         if settings.migrate_on_startup:
             await to_thread.run_sync(migrate, engine)
-        async with batched_access_log():
+        async with batched_access_log(), sweeping(services.database, settings):
             yield
         engine.dispose()
 

@@ -1,10 +1,12 @@
-"""The tables: tasks and their per-user counts, accounts, revoked tokens."""
+"""The tables: tasks, their tags, tombstones and per-user counts, accounts, revoked tokens."""
 
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, SmallInteger, Text, TypeDecorator, false
+from sqlalchemy import BigInteger, DateTime, Index, Integer, SmallInteger, Text, TypeDecorator, column, false
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Column, Field, SQLModel
 
 # Every constraint and index gets a predictable name, so that later migrations (foreign keys,
@@ -50,6 +52,29 @@ class UTCDateTime(TypeDecorator[datetime]):
 # Bigint on PostgreSQL; SQLite needs exactly INTEGER for its rowid primary key.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 ID_MAX = 2**63 - 1
+TAG_MAX = 50  # characters of a tag as given
+TAG_KEY_MAX = 200  # its lower-cased form can be longer
+TAGS_MAX = 20  # per task
+
+
+class title_key(FunctionElement[str]):
+    """The title as the list sorts it, ignoring case: `lower(title)` on PostgreSQL, the built-in
+    NOCASE collation on SQLite (an index on a function a connection redefines could go stale)."""
+
+    inherit_cache = True
+
+
+@compiles(title_key, "postgresql")
+def _title_key_postgresql(element: title_key, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(title_key)
+def _title_key_sqlite(element: title_key, compiler: Any, **kw: Any) -> str:
+    return f"{compiler.process(element.clauses, **kw)} COLLATE NOCASE"
+
+
+TITLE_KEY = title_key(column("title"))
 
 
 class Task(SQLModel, table=True):
@@ -59,8 +84,12 @@ class Task(SQLModel, table=True):
         Index("ix_task_user_created", "user_id", "created_at", "id"),
         Index("ix_task_user_completed_created", "user_id", "completed", "created_at", "id"),
         Index("ix_task_user_updated", "user_id", "updated_at", "id"),
-        Index("ix_task_user_title", "user_id", "title", "id"),
+        Index("ix_task_user_title", "user_id", TITLE_KEY, "id"),
         Index("ix_task_user_due", "user_id", "due_date", "id"),
+        # The sync feed: a user's changes in sequence order.
+        Index("ix_task_user_change", "user_id", "change_seq"),
+        # SQLite: a deleted task's id is never reused (PostgreSQL's sequence never reuses one).
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, sa_column=Column(ID_TYPE, primary_key=True))
@@ -79,6 +108,34 @@ class Task(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The tags as a JSON array, in the order given: what reads return. task_tag indexes them.
+    tags: str = Field(default="[]", sa_type=Text, sa_column_kwargs={"server_default": "[]"})
+    # Set by triggers on every insert and update (migration 0006): the sync feed's order.
+    change_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+
+
+class TaskTag(SQLModel, table=True):
+    """One row per tag of a task, lower-cased, kept by triggers from `task.tags`: tag filters
+    read the index (user, tag) instead of searching text."""
+
+    __tablename__ = "task_tag"
+    __table_args__ = (Index("ix_task_tag_user_tag", "user_id", "tag", "task_id"),)
+
+    task_id: int = Field(sa_column=Column(ID_TYPE, primary_key=True))
+    tag: str = Field(primary_key=True, max_length=TAG_KEY_MAX)
+    user_id: str = Field(max_length=USER_ID_MAX)
+
+
+class TaskTombstone(SQLModel, table=True):
+    """A deleted task, left by a trigger for the sync feed; purged after the retention period."""
+
+    __tablename__ = "task_tombstone"
+    __table_args__ = (Index("ix_task_tombstone_user_change", "user_id", "change_seq"),)
+
+    task_id: int = Field(sa_column=Column(ID_TYPE, primary_key=True))
+    user_id: str = Field(max_length=USER_ID_MAX)
+    deleted_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    change_seq: int = Field(sa_type=BigInteger)
 
 
 class TaskCount(SQLModel, table=True):
@@ -93,6 +150,8 @@ class TaskCount(SQLModel, table=True):
     user_id: str = Field(primary_key=True, max_length=USER_ID_MAX)
     total: int = 0
     completed: int = 0
+    # The highest sequence number among purged tombstones: an older cursor may miss a deletion.
+    purged_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class RevokedToken(SQLModel, table=True):

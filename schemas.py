@@ -5,6 +5,7 @@ import unicodedata
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from models import DESCRIPTION_MAX, TITLE_MAX
+from models import DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX
 
 
 def storable_text(value: str) -> str:
@@ -115,6 +116,8 @@ class TaskInput(BaseModel):
 
 
 def stored(values: dict[str, Any]) -> dict[str, Any]:
+    if "tags" in values:
+        values["tags"] = orjson.dumps(values["tags"] or []).decode()
     if "priority" in values:
         values["priority"] = PRIORITIES.index(values["priority"])
     if "due_date" in values:
@@ -162,6 +165,38 @@ def stored_due_date(value: datetime | date | None) -> tuple[datetime | None, boo
     return datetime.combine(value, time(), UTC), True
 
 
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX),
+    AfterValidator(storable_text),
+    AfterValidator(visible_text),
+]
+
+
+def distinct_tags(tags: list[str] | None) -> list[str]:
+    """Each tag once, ignoring case, first spelling and order kept; null is no tags."""
+    seen: set[str] = set()
+    kept = []
+    for tag in tags or ():
+        if (key := tag.casefold()) not in seen:
+            seen.add(key)
+            kept.append(tag)
+    if len(kept) > TAGS_MAX:
+        raise PydanticCustomError(
+            "too_many_tags",
+            "at most {limit} tags per task, not {count}",
+            {"limit": TAGS_MAX, "count": len(kept)},
+        )
+    return kept
+
+
+TAGS_DOC = (
+    f"Up to {TAGS_MAX} tags of 1 to {TAG_MAX} characters, trimmed; repeats (ignoring case) are "
+    "dropped, the order is kept. `null` or `[]` for none"
+)
+Tags = Annotated[list[Tag] | None, AfterValidator(distinct_tags)]
+
+
 def not_null(value: Any) -> Any:
     if value is None:
         raise ValueError("may be left out, but not null")
@@ -184,6 +219,7 @@ class TaskCreate(TaskInput):
     completed: StrictBool = False
     priority: PriorityName = Field(default="none", description="none, low, medium or high, any case")
     due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
+    tags: Tags = Field(default=None, description=TAGS_DOC, examples=[["work", "errands"]])
 
     def changes(self) -> dict[str, Any]:
         return stored(self.model_dump(exclude={"status"}))
@@ -199,6 +235,7 @@ class TaskPatch(TaskInput):
         default=None, description="none, low, medium or high, any case"
     )
     due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
+    tags: Tags = Field(default=None, description=TAGS_DOC + "; the list sent replaces the task's")
     version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
 
 
@@ -218,6 +255,7 @@ class TaskPublic(BaseModel):
     status: Literal["pending", "completed"] = Field(description="Read-only: derived from `completed`")
     priority: Literal["none", "low", "medium", "high"]
     due_date: datetime | date | None = Field(description="A date alone for an all-day due date")
+    tags: list[str] = Field(description="In the order given")
     id: int
     user_id: str
     version: int = Field(description="Read-only: rises by one on every change")

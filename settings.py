@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     db_ping_after_idle_seconds: float = Field(10.0, ge=0)
     auto_migrate: bool | None = None
 
+    # Sync and retries: what deleted tasks leave behind for the changes feed, and how often
+    # expired tombstones and idempotency keys are purged (also once at start-up).
+    tombstone_days: int = Field(30, ge=1)
+    sweep_interval_seconds: float = Field(3600.0, gt=0)
+
     # Tokens
     better_auth_secret: SecretStr | None = None
     better_auth_url: str | None = None

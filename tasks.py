@@ -7,6 +7,7 @@ task), a keyed create (one transaction). Statements are built from a small filte
 description, once per shape, and cached; a request only binds its values.
 """
 
+import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,9 +39,21 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
 from db import transaction
-from models import IdempotencyKey, Task, TaskCount, UTCDateTime, utcnow
+from models import (
+    ID_MAX,
+    IdempotencyKey,
+    Task,
+    TaskCount,
+    TaskTag,
+    TaskTombstone,
+    UTCDateTime,
+    title_key,
+    utcnow,
+)
 
 TASK: Table = Task.__table__  # type: ignore[attr-defined]
+TAG: Table = TaskTag.__table__  # type: ignore[attr-defined]
+TOMBSTONE: Table = TaskTombstone.__table__  # type: ignore[attr-defined]
 KEYS: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
 # A task as JSON: the same bytes the routes send (timestamps read as naive UTC, written with Z).
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
@@ -78,6 +91,7 @@ PUBLIC_COLUMNS = (
     TASK.c.priority,
     utc_naive(TASK.c.due_date).label("due_date"),
     TASK.c.all_day,
+    TASK.c.tags,
     TASK.c.id,
     TASK.c.user_id,
     TASK.c.version,
@@ -86,7 +100,7 @@ PUBLIC_COLUMNS = (
     utc_naive(TASK.c.updated_at).label("updated_at"),
 )
 PRIORITY_NAMES = ("none", "low", "medium", "high")  # by rank
-EDITABLE_FIELDS = ("title", "description", "completed", "priority", "due_date", "all_day")
+EDITABLE_FIELDS = ("title", "description", "completed", "priority", "due_date", "all_day", "tags")
 
 # The owner clause, in one place: every statement below is scoped by it.
 OWNER = bindparam("owner", type_=String)
@@ -98,7 +112,7 @@ SortField = Literal["created_at", "updated_at", "title", "due_date", "priority"]
 SORT_COLUMNS = {
     "created_at": TASK.c.created_at,
     "updated_at": TASK.c.updated_at,
-    "title": TASK.c.title,
+    "title": title_key(TASK.c.title),  # ignoring case
     "due_date": TASK.c.due_date,
     "priority": TASK.c.priority,
 }
@@ -129,6 +143,7 @@ class TaskFilter:
     overdue: bool | None = None
     has_due_date: bool | None = None
     updated_since: datetime | None = None
+    tags: tuple[str, ...] | None = None  # all of these, ignoring case
 
     def shape(self) -> "TaskFilter":
         """This filter with its free values blanked: all a cached statement depends on."""
@@ -145,6 +160,7 @@ class TaskFilter:
             self.overdue,
             self.has_due_date,
             blank(self.updated_since, EPOCH),
+            tuple("" for _ in self.tags) if self.tags is not None else None,
         )
 
     def clauses(self) -> list[ColumnElement[bool]]:
@@ -171,6 +187,11 @@ class TaskFilter:
             clauses.append(DUE.is_not(None) if self.has_due_date else DUE.is_(None))
         if self.updated_since is not None:
             clauses.append(TASK.c.updated_at > bindparam("updated_since", type_=UTCDateTime))
+        for i, _ in enumerate(self.tags or ()):  # one index lookup in task_tag per tag
+            tagged = select(TAG.c.task_id).where(
+                TAG.c.user_id == OWNER, TAG.c.tag == func.lower(bindparam(f"tag_{i}", type_=String))
+            )
+            clauses.append(TASK.c.id.in_(tagged))
         return clauses
 
     def params(self) -> dict[str, Any]:
@@ -188,6 +209,7 @@ class TaskFilter:
         if self.overdue is not None:
             now = utcnow()
             params |= {"now": now, "day_ago": now - timedelta(days=1)}
+        params |= {f"tag_{i}": tag for i, tag in enumerate(self.tags or ())}
         return params
 
     def counted_total(self) -> ColumnElement[int] | None:
@@ -410,6 +432,103 @@ def remove_matching(session: Session, owner: str, where: TaskFilter) -> int:
     return result.rowcount
 
 
+# --- the sync feed ----------------------------------------------------------------------------
+
+
+class CursorInvalid(ValueError):
+    """A cursor this service did not hand out."""
+
+
+class CursorExpired(Exception):
+    """Deletions after this cursor were purged: the client must sync again from scratch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a client's copy stands: every change up to `seq` is in it, and every deletion up
+    to `horizon` too (a full sync starts with the deletions purged so far behind it)."""
+
+    seq: int = 0
+    horizon: int = 0
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(f"c1.{self.seq}.{self.horizon}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> "Cursor":
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            version, seq, horizon = raw.split(".")
+            cursor = cls(int(seq), int(horizon))
+        except (ValueError, UnicodeDecodeError):
+            raise CursorInvalid from None
+        if version != "c1" or not (0 <= cursor.seq <= ID_MAX and 0 <= cursor.horizon <= ID_MAX):
+            raise CursorInvalid
+        if cursor.encode() != text:  # one spelling per cursor: no leading zeros, no padding
+            raise CursorInvalid
+        return cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    rows: Sequence[Sequence[Any]]  # tasks changed, in change order (PUBLIC_COLUMNS)
+    deleted: Sequence[int]  # ids of tasks deleted
+    cursor: Cursor  # where the next page starts
+    more: bool  # whether more changes wait after this page
+
+
+def changes(session: Session, owner: str, since: Cursor | None, limit: int) -> Changes:
+    """The owner's changes after `since`, oldest first, in one statement (two when none).
+
+    Sequence numbers rise in commit order per user (migration 0006), so reading "after N"
+    misses nothing and repeats nothing. Without `since` (a first sync) deleted tasks are left
+    out: the client has none of them.
+    """
+    after = since.seq if since is not None else 0
+    params = {"owner": owner, "after": after, "limit": limit + 1}
+    rows = session.execute(_changes_statement(since is not None), params).all()
+    purged = rows[0].purged if rows else session.execute(PURGED, params).scalar()
+    purged = purged or 0
+    if since is not None and purged > max(since.seq, since.horizon):
+        raise CursorExpired
+    page = rows[:limit]
+    tasks = [row[:PUBLIC_WIDTH] for row in page if not row.gone]
+    deleted = [row.change_id for row in page if row.gone]
+    last = page[-1].seq if page else after
+    cursor = Cursor(last, since.horizon if since is not None else purged)
+    return Changes(tasks, deleted, cursor, more=len(rows) > limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    tombstones: int
+    idempotency_keys: int
+
+
+def sweep(session: Session, tombstone_ttl: timedelta) -> Swept:
+    """Purge expired tombstones (recording, per user, the highest sequence number purged) and
+    expired idempotency keys, in one transaction."""
+    now = utcnow()
+    engine = session.get_bind()
+    assert isinstance(engine, sa.Engine)
+    with transaction(engine) as connection:
+        expired = sa.delete(TOMBSTONE).where(TOMBSTONE.c.deleted_at < now - tombstone_ttl)
+        gone = connection.execute(expired.returning(TOMBSTONE.c.user_id, TOMBSTONE.c.change_seq)).all()
+        highest: dict[str, int] = {}
+        for user, seq in gone:
+            highest[user] = max(highest.get(user, 0), seq)
+        if highest:
+            purged = bindparam("purged", type_=sa.BigInteger)
+            mark = (
+                sa.update(COUNT)
+                .where(COUNT.c.user_id == bindparam("owner", type_=String))
+                .values(purged_seq=case((COUNT.c.purged_seq > purged, COUNT.c.purged_seq), else_=purged))
+            )
+            connection.execute(mark, [{"owner": user, "purged": seq} for user, seq in highest.items()])
+        keys = connection.execute(sa.delete(KEYS).where(KEYS.c.expires_at <= now))
+    return Swept(len(gone), keys.rowcount)
+
+
 # --- the statements, built once per shape -----------------------------------------------------
 
 NEW_VALUES: dict[str, Any] = {
@@ -419,6 +538,7 @@ NEW_VALUES: dict[str, Any] = {
     "priority": bindparam("new_priority", type_=Integer),
     "due_date": bindparam("new_due_date", type_=UTCDateTime),
     "all_day": bindparam("new_all_day", type_=Boolean),
+    "tags": bindparam("new_tags", type_=String),
 }
 NEXT_VERSION = TASK.c.version + 1
 # Completing an already completed task keeps its original completion time.
@@ -470,6 +590,38 @@ TOGGLE_IF_VERSION = TOGGLE.where(AT_VERSION)
 DELETE_IF_VERSION = sa.delete(TASK).where(*THIS_TASK, AT_VERSION).returning(TASK.c.id)
 
 
+PUBLIC_WIDTH = len(PUBLIC_COLUMNS)
+PURGED = select(COUNT.c.purged_seq).where(COUNT.c.user_id == OWNER)
+
+
+@cache
+def _changes_statement(with_deleted: bool) -> Select[Any]:
+    """A page of changes: the sequence numbers in order (from two index scans), then the tasks."""
+    after = bindparam("after", type_=sa.BigInteger)
+    live = select(
+        TASK.c.change_seq.label("seq"), TASK.c.id.label("change_id"), sa.literal(0).label("gone")
+    ).where(OWNED, TASK.c.change_seq > after)
+    feed: Any = live
+    if with_deleted:
+        dead = select(TOMBSTONE.c.change_seq, TOMBSTONE.c.task_id, sa.literal(1)).where(
+            TOMBSTONE.c.user_id == OWNER, TOMBSTONE.c.change_seq > after
+        )
+        feed = sa.union_all(live, dead)
+    page = feed.order_by("seq").limit(bindparam("limit", type_=Integer)).subquery("page")
+    joined = page.outerjoin(TASK, sa.and_(TASK.c.id == page.c.change_id, page.c.gone == 0))
+    return (
+        select(
+            *PUBLIC_COLUMNS,
+            page.c.seq,
+            page.c.change_id,
+            page.c.gone,
+            PURGED.scalar_subquery().label("purged"),
+        )
+        .select_from(joined)
+        .order_by(page.c.seq)
+    )
+
+
 # Keyed by the filter's shape (its free values blanked) and the order; a request binds the values.
 @cache
 def _list_statement(where: TaskFilter, order: TaskOrder) -> Select[Any]:
@@ -514,7 +666,7 @@ def _update_statement(fields: frozenset[str], conditional: bool = False) -> Any:
 
 def as_public(row: Sequence[Any]) -> dict[str, Any]:
     """A row of PUBLIC_COLUMNS as the API's task object (schemas.TaskPublic), key for key."""
-    (title, description, completed, priority, due, all_day, task_id, user_id, version) = row[:9]
+    (title, description, completed, priority, due, all_day, tags, task_id, user_id, version) = row[:10]
     return {
         "title": title,
         "description": description,
@@ -522,10 +674,11 @@ def as_public(row: Sequence[Any]) -> dict[str, Any]:
         "status": "completed" if completed else "pending",
         "priority": PRIORITY_NAMES[priority],
         "due_date": due.date().isoformat() if all_day and due is not None else due,
+        "tags": orjson.Fragment(tags),  # stored as the JSON it is sent as
         "id": task_id,
         "user_id": user_id,
         "version": version,
-        "completed_at": row[9],
-        "created_at": row[10],
-        "updated_at": row[11],
+        "completed_at": row[10],
+        "created_at": row[11],
+        "updated_at": row[12],
     }

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
-from models import ID_MAX
+from models import ID_MAX, TAG_MAX, TAGS_MAX
 from schemas import PRIORITIES, ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -198,6 +198,10 @@ async def list_tasks(
     updated_since: Annotated[
         datetime | None, Query(description="Changed after this instant (ISO 8601)")
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(description="Tasks with this tag (ignoring case); repeat it for tasks with all of several"),
+    ] = None,
     sort: Annotated[
         str | None,
         Query(
@@ -228,6 +232,7 @@ async def list_tasks(
         overdue=overdue,
         has_due_date=has_due_date,
         updated_since=utc(updated_since),
+        tags=wanted_tags(tag),
     )
     ordering = order_of(
         one_of("sort", sort, "sort_by", sort_by), one_of("order", order, "sort_order", sort_order)
@@ -256,6 +261,21 @@ def priority_ranks(names: list[str] | None) -> tuple[int, ...] | None:
         return tuple(sorted({PRIORITIES.index(name.strip().lower()) for name in names}))
     except ValueError:
         raise HTTPException(422, "priority must be none, low, medium or high") from None
+
+
+def wanted_tags(tags: list[str] | None) -> tuple[str, ...] | None:
+    """The tags a list filters on: trimmed, each once (ignoring case), at most a task's worth."""
+    if not tags:
+        return None
+    wanted: dict[str, str] = {}
+    for tag in tags:
+        tag = tag.strip()
+        if not tag or len(tag) > TAG_MAX:
+            raise HTTPException(422, f"tag must be 1 to {TAG_MAX} characters")
+        wanted.setdefault(tag.casefold(), tag)
+    if len(wanted) > TAGS_MAX:
+        raise HTTPException(422, f"at most {TAGS_MAX} tags in a filter: a task has no more")
+    return tuple(wanted.values())
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -466,6 +486,65 @@ async def task_stats(
     end = datetime.combine(today + timedelta(days=1), time(), zone)
     counts = await mine.run(tasks.stats, start.astimezone(UTC), end.astimezone(UTC), today)
     return json_response(asdict(counts))
+
+
+class ChangesPage(BaseModel):
+    tasks: list[TaskPublic] = Field(description="Tasks created or changed, oldest change first")
+    deleted: list[int] = Field(description="Ids of tasks deleted")
+    cursor: str = Field(description="Pass as `since` for the next page, or for the next sync")
+    has_more: bool = Field(description="More changes wait: ask again with `cursor` now")
+
+
+CHANGES_DESCRIPTION = """
+For offline-first clients. Without `since`, every task (a first sync). With the `cursor` of the
+previous answer, what changed since: tasks created or edited (as they are now) and the ids of
+deleted ones, in the order the changes happened. Apply both lists and keep the new `cursor`;
+while `has_more` is true, ask again at once. The cursor is exact (a change sequence, not a
+time), so no change is missed or repeated, whenever the writes happened.
+
+Deleted tasks are remembered for `TOMBSTONE_DAYS` (30 by default): a cursor older than that
+may have missed deletions and is answered 410; sync again without `since`.
+"""
+
+
+@router.get(
+    "/changes",
+    response_model=ChangesPage,
+    summary="What changed since a cursor (sync)",
+    description=CHANGES_DESCRIPTION,
+    responses={
+        410: {"model": ErrorDetail, "description": "The cursor is too old: sync again without `since`"},
+        422: {"description": "Not a cursor this service handed out"},
+    },
+)
+async def task_changes(
+    mine: MyTasks,
+    since: Annotated[
+        str | None,
+        Query(max_length=100, description="The `cursor` of the previous answer; leave out for everything"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Changes per page")] = DEFAULT_LIMIT,
+) -> Response:
+    try:
+        cursor = tasks.Cursor.decode(since) if since else None
+    except tasks.CursorInvalid:
+        raise HTTPException(
+            422, "since: not a cursor from this feed; leave it out to sync from scratch"
+        ) from None
+    try:
+        page = await mine.run(tasks.changes, cursor, limit)
+    except tasks.CursorExpired:
+        raise HTTPException(
+            410, "This cursor is older than the deletions kept: sync again without since"
+        ) from None
+    return json_response(
+        {
+            "tasks": [tasks.as_public(row) for row in page.rows],
+            "deleted": page.deleted,
+            "cursor": page.cursor.encode(),
+            "has_more": page.more,
+        }
+    )
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)

@@ -23,7 +23,7 @@ from settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
-TABLES = ("task", "task_count", "revoked_token", "users", "idempotency_key")
+TABLES = ("task", "task_count", "task_tag", "task_tombstone", "revoked_token", "users", "idempotency_key")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

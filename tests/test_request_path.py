@@ -5,47 +5,23 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from anyio import to_thread
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, text
 
 import tasks
 from db import ROOT, make_engine, migrate, migrate_down
 from settings import Settings
 from testkit import base_settings, bearer, sign
+from testkit.sql import engine_of, plan_of, statements_seen
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 TASKS = "/api/alice/tasks"
-
-
-def engine_of(client: TestClient) -> Engine:
-    return client.app.state.services.database.engine  # type: ignore[attr-defined]
-
-
-@contextmanager
-def statements_seen(engine: Engine) -> Iterator[list[tuple[str, bool]]]:
-    """Each statement the engine sends, and whether a transaction was left open after it."""
-    seen: list[tuple[str, bool]] = []
-
-    def after(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        dbapi = conn.connection.dbapi_connection
-        if engine.dialect.name == "sqlite":
-            open_transaction = dbapi.in_transaction
-        else:  # psycopg2: 0 is idle, outside any transaction
-            open_transaction = dbapi.get_transaction_status() != 0
-        seen.append((statement, open_transaction))
-
-    event.listen(engine, "after_cursor_execute", after)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "after_cursor_execute", after)
 
 
 def create(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
@@ -123,28 +99,11 @@ def test_list_pages_are_read_in_index_order(
 ) -> None:
     """The statement the list route runs (tasks._list_statement) walks an index: no sort step.
 
-    On PostgreSQL, sequential scans and sorts are priced out first, so that the plan shows
-    whether an index can give the order at all, whatever the planner would pick for a table
-    this small. Other combinations (a status filter with another order) sort one user's rows.
+    Other combinations (a status filter with another order) sort one user's rows.
     """
     for i in range(3):
         create(client, alice, title=f"t{i}", completed=i == 0)
-    engine = engine_of(client)
-    compiled = tasks._list_statement(where, order).compile(engine)
-    params = {**compiled.params, "owner": "alice", "limit": 50, "offset": 0, **where.params()}
-    with engine.connect() as connection:
-        if backend == "sqlite":
-            sql = str(compiled)
-            rows = connection.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {sql}", tuple(params[k] for k in compiled.positiontup or ())
-            )
-            plan = " | ".join(str(row[-1]) for row in rows)
-        else:
-            connection.exec_driver_sql("SET enable_seqscan = off")
-            connection.exec_driver_sql("SET enable_sort = off")
-            rows = connection.exec_driver_sql(f"EXPLAIN {compiled}", params)
-            plan = " | ".join(row[0] for row in rows)
-            connection.exec_driver_sql("RESET ALL")
+    plan = plan_of(engine_of(client), where, order)
     assert "ix_task_user_" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
