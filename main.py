@@ -15,7 +15,7 @@ import tasks as task_store
 from db import Database, make_engine, migrate, tune_threads
 from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
-from middleware import BodyLimit, add_error_handlers, document_security
+from middleware import BodyLimit, EmptyQueryValues, add_error_handlers, document_security
 from passwords import LoginThrottle, PasswordHasher
 from routes import auth, health, tasks
 from settings import Settings
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(EmptyQueryValues)
     app.add_middleware(  # added last, so it also wraps the body limit's 413
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -56,6 +56,23 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class EmptyQueryValues:
+    """Take `?status=&q=&limit=` as not sent: what a form's empty fields and many frontends'
+    query builders produce. Refusing them would protect nothing; a value sent is validated."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            pairs = query.split(b"&")
+            kept = [pair for pair in pairs if pair.partition(b"=")[2]]
+            if len(kept) != len(pairs):
+                scope = {**scope, "query_string": b"&".join(kept)}
+        await self.app(scope, receive, send)
+
+
 MAX_ECHO = 100
 
 
