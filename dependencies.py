@@ -133,7 +133,9 @@ class OwnTasks:
 
 
 async def own_tasks(
-    user_id: Annotated[str, Path(min_length=1, max_length=255, description="The token's subject")],
+    user_id: Annotated[
+        str, Path(min_length=1, max_length=255, description="The token's subject", examples=["alice"])
+    ],
     request: Request,
 ) -> OwnTasks:
     """The path's user, if it is the token's subject (403 otherwise).

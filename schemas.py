@@ -213,6 +213,24 @@ DUE_DATE_DOC = (
 
 
 class TaskCreate(TaskInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Buy milk",
+                    "description": "2 litres",
+                    "priority": "high",
+                    "due_date": "2026-12-24",
+                },
+                {
+                    "title": "Plan the offsite",
+                    "tags": ["work", "Q1"],
+                    "due_date": "2026-12-31T17:00:00+01:00",
+                },
+            ]
+        }
+    )
+
     title: Title
     description: Description | None = None
     # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
@@ -227,6 +245,12 @@ class TaskCreate(TaskInput):
 
 class TaskPatch(TaskInput):
     """PATCH, and PUT alike: the fields sent change, the others stay; null clears `description`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "done"}, {"title": "Buy oat milk", "tags": ["errands"], "version": 3}]
+        }
+    )
 
     title: Annotated[Title | None, AfterValidator(not_null)] = None
     description: Description | None = None

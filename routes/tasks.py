@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.openapi.models import Example
 from pydantic import BaseModel, Field
 
 import tasks
@@ -34,7 +35,18 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=AUTH_ERRORS)
 
-TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id")]
+TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id", examples=[1])]
+
+
+def shown(*values: Any) -> dict[str, Example]:
+    """Examples of an optional parameter for /docs. The first, chosen by default, sends nothing,
+    so "Try it out" sends only the parameters a reader picks."""
+    examples = {"not sent": Example(summary="not sent", value="")}
+    for value in values:
+        examples[str(value)] = Example(value=value)
+    return examples
+
+
 SORT_ALIASES: dict[str, tasks.SortField] = {
     "created_at": "created_at",
     "created": "created_at",
@@ -82,10 +94,17 @@ def task_response(row: Any, status_code: int = 200, headers: dict[str, str] | No
 ENTITY_TAG = re.compile(r'(W/)?"(\d+)\.(\d+)"')
 IfMatch = Annotated[
     str | None,
-    Header(description='Write only if the task is still at this ETag (`"id.version"`): else 412'),
+    Header(
+        description='Write only if the task is still at this ETag (`"id.version"`): else 412',
+        openapi_examples=shown('"1.3"', "*"),
+    ),
 ]
 IfNoneMatch = Annotated[
-    str | None, Header(description="Answer 304, with no body, if the task is still at this ETag")
+    str | None,
+    Header(
+        description="Answer 304, with no body, if the task is still at this ETag",
+        openapi_examples=shown('"1.3"'),
+    ),
 ]
 
 
@@ -175,32 +194,65 @@ async def list_tasks(
             alias="status",
             pattern=STATUS_PATTERN,
             description="all; pending (or todo); completed (or complete, done)",
+            openapi_examples=shown("pending", "completed", "done"),
         ),
     ] = "all",
-    completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
+    completed: Annotated[
+        bool | None, Query(description="Same filter as `status`", openapi_examples=shown(True, False))
+    ] = None,
     q: Annotated[
         str | None,
-        Query(max_length=200, description="Tasks whose title or description contains this, ignoring case"),
+        Query(
+            max_length=200,
+            description="Tasks whose title or description contains this, ignoring case",
+            openapi_examples=shown("milk"),
+        ),
     ] = None,
-    search: Annotated[str | None, Query(max_length=200, description="Alias of `q`")] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, description="Alias of `q`", openapi_examples=shown("milk"))
+    ] = None,
     priority: Annotated[
         list[str] | None,
-        Query(description="none, low, medium or high (any case); repeat it for any of several"),
+        Query(
+            description="none, low, medium or high (any case); repeat it for any of several",
+            openapi_examples=shown(["high"], ["high", "medium"]),
+        ),
     ] = None,
     due_before: Annotated[
-        datetime | None, Query(description="Due before this instant (ISO 8601; UTC if no offset)")
+        datetime | None,
+        Query(
+            description="Due before this instant (ISO 8601; UTC if no offset)",
+            openapi_examples=shown("2026-12-31", "2026-12-31T17:00:00+01:00"),
+        ),
     ] = None,
     due_after: Annotated[
-        datetime | None, Query(description="Due after this instant (ISO 8601; UTC if no offset)")
+        datetime | None,
+        Query(
+            description="Due after this instant (ISO 8601; UTC if no offset)",
+            openapi_examples=shown("2026-12-01", "2026-12-01T09:00:00Z"),
+        ),
     ] = None,
-    overdue: Annotated[bool | None, Query(description="true: not completed and due in the past")] = None,
-    has_due_date: Annotated[bool | None, Query(description="true: has a due date; false: has none")] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(description="true: not completed and due in the past", openapi_examples=shown(True, False)),
+    ] = None,
+    has_due_date: Annotated[
+        bool | None,
+        Query(description="true: has a due date; false: has none", openapi_examples=shown(True, False)),
+    ] = None,
     updated_since: Annotated[
-        datetime | None, Query(description="Changed after this instant (ISO 8601)")
+        datetime | None,
+        Query(
+            description="Changed after this instant (ISO 8601)",
+            openapi_examples=shown("2026-12-01T09:00:00Z"),
+        ),
     ] = None,
     tag: Annotated[
         list[str] | None,
-        Query(description="Tasks with this tag (ignoring case); repeat it for tasks with all of several"),
+        Query(
+            description="Tasks with this tag (ignoring case); repeat it for tasks with all of several",
+            openapi_examples=shown(["work"], ["work", "urgent"]),
+        ),
     ] = None,
     sort: Annotated[
         str | None,
@@ -209,18 +261,43 @@ async def list_tasks(
             description="created_at, updated_at, title, due_date (tasks without one last) or "
             "priority (also created, updated, due); a '-' prefix or a ':desc' suffix sorts "
             "descending. Default: newest first.",
+            openapi_examples=shown("title", "-updated_at", "due_date:asc", "priority:desc"),
         ),
     ] = None,
-    order: Annotated[Literal["asc", "desc"] | None, Query(description="Sort direction")] = None,
-    sort_by: Annotated[str | None, Query(pattern=SORT_PATTERN, description="Alias of `sort`")] = None,
-    sort_order: Annotated[Literal["asc", "desc"] | None, Query(description="Alias of `order`")] = None,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size; default 100")] = None,
-    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip; default 0")] = None,
-    page: Annotated[
-        int | None, Query(ge=1, le=MAX_OFFSET, description="1-based page, instead of offset")
+    order: Annotated[
+        Literal["asc", "desc"] | None,
+        Query(description="Sort direction", openapi_examples=shown("asc", "desc")),
     ] = None,
-    page_size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
-    per_page: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`")] = None,
+    sort_by: Annotated[
+        str | None,
+        Query(
+            pattern=SORT_PATTERN, description="Alias of `sort`", openapi_examples=shown("title", "due_date")
+        ),
+    ] = None,
+    sort_order: Annotated[
+        Literal["asc", "desc"] | None,
+        Query(description="Alias of `order`", openapi_examples=shown("asc", "desc")),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_LIMIT, description="Page size; default 100", openapi_examples=shown(20, 50)),
+    ] = None,
+    offset: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_OFFSET, description="Tasks to skip; default 0", openapi_examples=shown(20, 40)),
+    ] = None,
+    page: Annotated[
+        int | None,
+        Query(
+            ge=1, le=MAX_OFFSET, description="1-based page, instead of offset", openapi_examples=shown(1, 2)
+        ),
+    ] = None,
+    page_size: Annotated[
+        int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`", openapi_examples=shown(20))
+    ] = None,
+    per_page: Annotated[
+        int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of `limit`", openapi_examples=shown(20))
+    ] = None,
 ) -> Response:
     text = one_of("q", q, "search", search)
     where = tasks.TaskFilter(
@@ -383,6 +460,7 @@ async def create_task(
             max_length=255,
             description="Retry-safe create: the same key with the same body within 24 hours answers "
             "as the first time and creates nothing; with another body it is 422",
+            openapi_examples=shown("5f0c1c2e-7d4b-4c43-9a55-2f1f0b8e3f6a"),
         ),
     ] = None,
 ) -> Response:
@@ -443,9 +521,16 @@ async def delete_tasks(
     mine: MyTasks,
     status_filter: Annotated[
         str,
-        Query(alias="status", pattern=STATUS_PATTERN, description="completed or pending (or their aliases)"),
+        Query(
+            alias="status",
+            pattern=STATUS_PATTERN,
+            description="completed or pending (or their aliases)",
+            openapi_examples=shown("completed"),
+        ),
     ] = "all",
-    completed: Annotated[bool | None, Query(description="Same filter as `status`")] = None,
+    completed: Annotated[
+        bool | None, Query(description="Same filter as `status`", openapi_examples=shown(True))
+    ] = None,
 ) -> Response:
     chosen = completion_wanted(status_filter, completed)
     if chosen is None:
@@ -473,7 +558,9 @@ async def task_stats(
     tz: Annotated[
         str,
         Query(
-            max_length=64, description="IANA time zone whose today counts as today", examples=["Europe/Paris"]
+            max_length=64,
+            description="IANA time zone whose today counts as today",
+            openapi_examples=shown("Europe/Paris", "America/New_York"),
         ),
     ] = "UTC",
 ) -> Response:
@@ -521,9 +608,15 @@ async def task_changes(
     mine: MyTasks,
     since: Annotated[
         str | None,
-        Query(max_length=100, description="The `cursor` of the previous answer; leave out for everything"),
+        Query(
+            max_length=100,
+            description="The `cursor` of the previous answer; leave out for everything",
+            openapi_examples=shown("YzEuNDIuMA"),
+        ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Changes per page")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Changes per page", openapi_examples=shown(100, 500))
+    ] = DEFAULT_LIMIT,
 ) -> Response:
     try:
         cursor = tasks.Cursor.decode(since) if since else None
