@@ -40,6 +40,7 @@ COLUMNS = (
     "priority",
     "due_date",
     "all_day",
+    "tags",
     "id",
     "user_id",
     "version",
@@ -90,7 +91,7 @@ def reply(content: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 def task(row: tuple[Any, ...]) -> dict[str, Any]:
     # A list row carries the total after the task; status and the due date's form are derived.
-    title, description, completed, priority, due, all_day, task_id, user_id, version = row[:9]
+    title, description, completed, priority, due, all_day, tags, task_id, user_id, version = row[:10]
     return {
         "title": title,
         "description": description,
@@ -98,12 +99,13 @@ def task(row: tuple[Any, ...]) -> dict[str, Any]:
         "status": "completed" if completed else "pending",
         "priority": PRIORITIES[priority],
         "due_date": due.date().isoformat() if all_day and due is not None else due,
+        "tags": orjson.Fragment(tags),  # a JSON array as stored
         "id": task_id,
         "user_id": user_id,
         "version": version,
-        "completed_at": row[9],
-        "created_at": row[10],
-        "updated_at": row[11],
+        "completed_at": row[10],
+        "created_at": row[11],
+        "updated_at": row[12],
     }
 
 
@@ -171,7 +173,7 @@ async def one_task(request: Request, query: str, params: Mapping[str, Any], stat
     rows = await fetch(request, query, params)
     if not rows:
         return reply({"detail": "Task not found"}, 404)
-    headers = {"Location": f"{request.url.replace(query='')}/{rows[0][6]}"} if status == 201 else None
+    headers = {"Location": f"{request.url.replace(query='')}/{rows[0][7]}"} if status == 201 else None
     return reply(task(rows[0]), status, headers)
 
 

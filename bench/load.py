@@ -247,12 +247,13 @@ WITH generated AS MATERIALIZED (
            (%(whens)s::text[])[1 + floor(random() * cardinality(%(whens)s::text[]))::int] AS due,
            random() < 0.5 AS described,
            random() < 0.2 AS done,
+           (ARRAY['[]', '[]', '["work"]', '["home", "errands"]'])[1 + floor(random() * 4)::int] AS tags,
            now() - random() * interval '30 days' AS created
     FROM generate_series(%(first)s::int, %(last)s::int) AS n
 )
-INSERT INTO task (user_id, title, description, completed, completed_at, created_at, updated_at)
+INSERT INTO task (user_id, title, description, completed, completed_at, created_at, updated_at, tags)
 SELECT %(user)s, verb || ' ' || thing || ' #' || n, CASE WHEN described THEN note || ' ' || due END,
-       done, CASE WHEN done THEN created + (now() - created) * random() END, created, created
+       done, CASE WHEN done THEN created + (now() - created) * random() END, created, created, tags
 FROM generated
 """
 WORDS = {
