@@ -1,9 +1,11 @@
-"""All task SQL: the owner clause, list filters and orders, and single-statement writes.
+"""All task SQL: the owner clause, list filters and orders, single-statement writes, the feed.
 
 Every function takes a session and the owner's id, runs one statement scoped to that owner and
 returns rows of PUBLIC_COLUMNS (a task as the API shows it). The exceptions say so: a list page
-past the end, a conditional write that finds another version (a second look for the current
-task), a keyed create (one transaction). Statements are built from a small filter/order
+or a feed page with nothing in it (a second statement for the count or the purge mark), a
+conditional write that finds another version (a second look for the current task), a keyed
+create (one transaction), and the sweep (every user's expired rows, one transaction). Tags and
+change numbers are kept by the database's triggers (migration 0006). Statements are built from a small filter/order
 description, once per shape, and cached; a request only binds its values.
 """
 
