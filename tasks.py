@@ -5,8 +5,9 @@ returns rows of PUBLIC_COLUMNS (a task as the API shows it). The exceptions say 
 or a feed page with nothing in it (a second statement for the count or the purge mark), a
 conditional write that finds another version (a second look for the current task), a keyed
 create (one transaction), and the sweep (every user's expired rows, one transaction). Tags and
-change numbers are kept by the database's triggers (migration 0006). Statements are built from a small filter/order
-description, once per shape, and cached; a request only binds its values.
+change numbers are kept by the database's triggers (migration 0006). Statements are built
+from a small filter/order description, once per shape, and cached; a request only binds its
+values.
 """
 
 import base64
