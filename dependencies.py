@@ -87,6 +87,9 @@ def unauthorized(detail: str) -> HTTPException:
 
 def bearer_token(request: Request) -> str:
     authorization = request.headers.get("authorization")
+    if authorization is not None and len(request.headers.getlist("authorization")) > 1:
+        # Which one would count depends on who reads them (proxy, framework): refuse to guess.
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Send one Authorization header, not several")
     if not authorization:
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     scheme, _, token = authorization.partition(" ")

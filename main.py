@@ -15,7 +15,7 @@ import tasks as task_store
 from db import Database, make_engine, migrate, tune_threads
 from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
-from middleware import BodyLimit, EmptyQueryValues, add_error_handlers, document_security
+from middleware import BodyLimit, EmptyQueryValues, SecurityHeaders, add_error_handlers, document_security
 from passwords import LoginThrottle, PasswordHasher
 from routes import auth, health, tasks
 from settings import Settings
@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # A token kept in the browser's storage outlives the tab: convenient while developing,
+        # not on a production host's /docs.
+        swagger_ui_parameters={"persistAuthorization": settings.environment != "production"},
     )
     app.state.services = services
 
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(EmptyQueryValues)
+    docs_paths = [app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
+    app.add_middleware(SecurityHeaders, docs_paths=[path for path in docs_paths if path])
     app.add_middleware(  # added last, so it also wraps the body limit's 413
         CORSMiddleware,
         allow_origins=settings.cors_origins,

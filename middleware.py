@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("todo")
@@ -56,6 +57,58 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+API_PATHS = ("/api/", "/auth/")
+BASE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+# JSON answers need nothing loaded and no framing. The docs pages (Swagger UI, ReDoc) load their
+# scripts, styles and fonts from the CDNs FastAPI names, and start with an inline script.
+API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
+DOCS_POLICY = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    b"font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    b"https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+)
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+NO_STORE = (b"cache-control", b"no-store")
+
+
+class SecurityHeaders:
+    """Security headers on every response: no sniffing, no referrer, no framing, a content
+    policy (one that lets /docs work there), `Cache-Control: no-store` on the API's answers
+    (unless a route set its own), and HSTS when the request came over HTTPS (directly, or
+    through a proxy trusted to say so)."""
+
+    def __init__(self, app: ASGIApp, docs_paths: Sequence[str]) -> None:
+        self.app = app
+        self.docs_paths = frozenset(docs_paths)
+        self.api = [*BASE_HEADERS, (b"content-security-policy", API_POLICY)]
+        self.docs = [*BASE_HEADERS, (b"content-security-policy", DOCS_POLICY)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        api = path.startswith(API_PATHS)
+        extra = self.docs if path in self.docs_paths else self.api
+        if scope.get("scheme") == "https":
+            extra = [*extra, HSTS]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *extra]
+                if api and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(NO_STORE)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class EmptyQueryValues:
     """Take `?status=&q=&limit=` as not sent: what a form's empty fields and many frontends'
     query builders produce. Refusing them would protect nothing; a value sent is validated."""
@@ -76,13 +129,13 @@ class EmptyQueryValues:
 MAX_ECHO = 100
 
 
-def readable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+def readable_errors(errors: Sequence[Any], *, with_input: bool = True) -> list[dict[str, Any]]:
     """Validation errors as JSON: the input echoed short, never a password, always encodable."""
     readable = []
     for error in errors:
         loc = error.get("loc", ())
         item = {"type": error.get("type"), "loc": [echo(part) for part in loc], "msg": error.get("msg")}
-        if "input" in error and not any(is_secret(part) for part in loc):
+        if with_input and "input" in error and not any(is_secret(part) for part in loc):
             item["input"] = echo(error["input"])
         readable.append(item)
     return readable
@@ -133,7 +186,10 @@ def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        content = {"detail": readable_errors(errors), "message": one_line(errors)}
+        # What a client sends to /auth holds credentials, whatever the field is called, or a
+        # whole body that could not be read as an object: echo none of it.
+        with_input = not request.url.path.startswith(AUTH_PREFIX)
+        content = {"detail": readable_errors(errors, with_input=with_input), "message": one_line(errors)}
         return AsciiJSONResponse(status_code=422, content=content)
 
     @app.exception_handler(StarletteHTTPException)
@@ -141,6 +197,10 @@ def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
         if exc.status_code == 422 and isinstance(exc.detail, str):  # a 422 the code raises itself
             content = {"detail": exc.detail, "message": exc.detail}
             return JSONResponse(status_code=422, content=content, headers=exc.headers)
+        if exc.status_code == 405:  # Starlette names only the methods of the first route matched
+            allowed = allowed_methods(app, request)
+            headers = {**(exc.headers or {}), **({"Allow": ", ".join(allowed)} if allowed else {})}
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
@@ -171,6 +231,37 @@ def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
             content={"detail": "Internal server error", "request_id": request_id},
             headers=headers,
         )
+
+
+AUTH_PREFIX = "/auth/"
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method the API documents at this path (HEAD wherever GET is): what `Allow` says.
+
+    Read from the OpenAPI document, which lists every route of every router.
+    """
+    path = request.url.path
+    methods: set[str] = set()
+    for pattern, documented in documented_methods(app):
+        if pattern.fullmatch(path):
+            methods |= documented
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    cached: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "documented_methods", None
+    )
+    if cached is None:
+        cached = [
+            (compile_path(path)[0], frozenset(method.upper() for method in operations))
+            for path, operations in app.openapi()["paths"].items()
+        ]
+        app.state.documented_methods = cached
+    return cached
 
 
 def document_security(app: FastAPI, *, password_login: bool, token_error: str) -> None:

@@ -2,8 +2,10 @@
 
 import json
 import logging
+import math
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,14 +27,66 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+# Values that appear in examples and defaults (Better Auth's own fallback among them): anyone
+# can sign tokens with them.
+KNOWN_EXAMPLE_SECRETS = frozenset(
+    {
+        "better-auth-secret-123456789",
+        "better-auth-secret-12345678901234567890",
+        "your-better-auth-secret-min-32-characters-long",
+        "dev_better_auth_secret_change_me_32_chars",
+    }
+)
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "your-secret",
+    "your_secret",
+    "example",
+    "placeholder",
+)
+MIN_SECRET_BITS = 96  # a 32-character hex secret (128 random bits) estimates at about 112
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why a shared secret is too weak to sign tokens with, or None if it is not."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"it is shorter than {MIN_SECRET_LENGTH} characters"
+    lowered = secret.lower()
+    if lowered in KNOWN_EXAMPLE_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
+        return "it is a published example or placeholder value"
+    # Shannon entropy of its characters, times its length: what it would take to guess it if
+    # its characters were drawn at random with their own frequencies (an upper bound).
+    counts = Counter(secret)
+    bits = -sum(n * math.log2(n / len(secret)) for n in counts.values())
+    if bits < MIN_SECRET_BITS or len(counts) < 8:
+        return "it repeats too few characters to be random"
+    if any(secret == secret[:n] * (len(secret) // n) for n in range(1, len(secret) // 2 + 1)):
+        return "it is one short sequence repeated"
+    return None
+
+
 def load_or_create_dev_secret(path: Path) -> str:
-    """Keep one generated secret per checkout, so restarts and the token command agree."""
-    if path.exists():
-        secret = path.read_text().strip()
+    """Keep one generated secret per checkout, so restarts and the token command agree.
+
+    The file is read and written only as a regular file of this user's (never through a
+    symbolic link, which could point it at another file), and only its owner may read it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    else:
+        with os.fdopen(fd) as f:
+            if os.fstat(f.fileno()).st_mode & 0o077:
+                os.fchmod(f.fileno(), 0o600)
+            secret = f.read().strip()
         if len(secret) >= MIN_SECRET_LENGTH:
             return secret
+        path.unlink()
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
     log.warning(
@@ -100,7 +154,8 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(900, ge=1)
 
     # HTTP
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # A bulk create of 100 tasks with every field full is about 240 KiB of ASCII (more in UTF-8).
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
 
     @field_validator("log_level", mode="before")
@@ -142,15 +197,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secret(self) -> "Settings":
         secret = self.better_auth_secret.get_secret_value() if self.better_auth_secret else ""
-        if self.environment == "production":
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise ValueError(
-                    "ENVIRONMENT=production needs BETTER_AUTH_SECRET of at least "
-                    f"{MIN_SECRET_LENGTH} characters (generate one with: openssl rand -base64 32)"
-                )
-        elif not secret:
-            secret = load_or_create_dev_secret(self.dev_secret_file)
+        if not secret and self.environment != "production":
+            try:
+                secret = load_or_create_dev_secret(self.dev_secret_file)
+            except OSError as error:  # a symbolic link, a directory, no permission
+                raise ValueError(f"DEV_SECRET_FILE={self.dev_secret_file} cannot be used: {error}") from None
             object.__setattr__(self, "better_auth_secret", SecretStr(secret))
+            return self
+        weakness = weak_secret(secret) if secret else "it is not set"
+        if weakness is None:
+            return self
+        advice = f"BETTER_AUTH_SECRET is too weak: {weakness} (generate one with: openssl rand -base64 32)"
+        if self.environment == "production":
+            raise ValueError(f"ENVIRONMENT=production refuses it. {advice}")
+        log.warning("%s; production would refuse it", advice)
         return self
 
     @property

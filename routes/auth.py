@@ -23,10 +23,34 @@ from models import User
 from schemas import ErrorDetail, TokenResponse, UserLogin, UserPublic, UserRegister
 from tokens import mint_token
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+JSON_OR_FORM = "Send JSON (application/json) or a form (application/x-www-form-urlencoded)"
+
+
+async def json_or_form(request: Request) -> None:
+    """Only JSON and form bodies: a browser sends text/plain cross-site without asking first
+    (no CORS preflight), so a page could otherwise make its visitors' browsers log in here."""
+    if request.method != "POST" or not has_body(request):
+        return
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in BODY_TYPES and not content_type.endswith("+json"):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, JSON_OR_FORM)
+
+
+def has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length.strip() != "0")
+
+
+router = APIRouter(
+    prefix="/auth",
+    tags=["auth"],
+    dependencies=[Depends(json_or_form)],
+    responses={415: {"model": ErrorDetail, "description": JSON_OR_FORM}},
+)
 
 MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+BODY_TYPES = ("application/json", *FORM_TYPES)
 LOGIN_BODY = {
     "required": True,
     "content": {
@@ -157,13 +181,17 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> User:
         400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"},
     },
 )
-def logout(principal: CurrentPrincipal, session: SessionDep, revocations: RevocationsDep) -> None:
+def logout(
+    principal: CurrentPrincipal, session: SessionDep, revocations: RevocationsDep, settings: SettingsDep
+) -> None:
     if principal.jti is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             "This token has no jti and cannot be revoked here; sign out where it was issued",
         )
-    # Kept until the token would have expired anyway. int() of `exp` worked in verification;
-    # absurd values are clamped to what a timestamp can hold.
-    expires_at = datetime.fromtimestamp(min(int(principal.claims["exp"]), MAX_TIMESTAMP), UTC)
+    # Kept until the token would be refused anyway: its `exp` plus the leeway that verification
+    # grants. int() of `exp` worked in verification; absurd values are clamped to what a
+    # timestamp can hold.
+    refused_from = int(principal.claims["exp"]) + settings.jwt_leeway_seconds
+    expires_at = datetime.fromtimestamp(min(refused_from, MAX_TIMESTAMP), UTC)
     revocations.revoke(session, principal.jti, expires_at)

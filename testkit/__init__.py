@@ -10,7 +10,7 @@ import jwt
 from settings import Settings
 
 T = TypeVar("T")
-TEST_SECRET = "test-secret-" + "x" * 60
+TEST_SECRET = "Vq3r8kM2pZ7xL1nB4wT9sD6fH0jC5gY8aE2uR7iO3kW1mN6bV4cX8zA5sQ0wE9rT3yU7iP2"  # noqa: S105 (random, as production wants)
 
 
 def base_settings(database_url: str, **overrides: Any) -> Settings:

@@ -17,6 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from db import ROOT, alembic_config, make_engine, migrate, migrate_down
+from routes.auth import JSON_OR_FORM
 from settings import Settings
 from testkit import base_settings, bearer, sign
 
@@ -200,8 +201,71 @@ def test_production_refuses_a_missing_secret(tmp_path: Path) -> None:
 
 
 def test_production_refuses_a_short_secret() -> None:
-    with pytest.raises(ValidationError, match="at least 32"):
+    with pytest.raises(ValidationError, match="shorter than 32 characters"):
         Settings(_env_file=None, environment="production", better_auth_secret="too-short")
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("better-auth-secret-12345678901234567890", "example or placeholder"),
+        ("x" * 32, "repeats too few"),
+        ("test-secret-" + "x" * 60, "repeats too few"),
+        ("Kq7" * 12, "repeats too few|one short sequence"),
+        ("0123456789abcdef" * 2, "one short sequence"),
+        ("please-change-me-" + "Zx9Lp2Qw7Rt5Yu1Io3", "example or placeholder"),
+        ("dev_better_auth_secret_change_me_32_chars", "example or placeholder"),
+    ],
+)
+def test_production_refuses_a_weak_secret(secret: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        Settings(_env_file=None, environment="production", better_auth_secret=secret)
+
+
+def test_a_weak_secret_is_a_warning_outside_production(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="todo.settings"):
+        Settings(_env_file=None, environment="development", better_auth_secret="x" * 40)
+    assert "BETTER_AUTH_SECRET is too weak" in caplog.text
+    assert "production would refuse it" in caplog.text
+
+
+@pytest.mark.parametrize("generated", ["openssl rand -base64 32", "openssl rand -hex 32", "token_urlsafe"])
+def test_production_accepts_generated_secrets(generated: str) -> None:
+    import base64
+    import secrets
+
+    for _ in range(50):
+        raw = secrets.token_bytes(32)
+        secret = {
+            "openssl rand -base64 32": base64.b64encode(raw).decode(),
+            "openssl rand -hex 32": raw.hex(),
+            "token_urlsafe": secrets.token_urlsafe(32),
+        }[generated]
+        assert Settings(_env_file=None, environment="production", better_auth_secret=secret).secret == secret
+
+
+def test_the_development_secret_file_is_private_and_never_followed_through_a_link(tmp_path: Path) -> None:
+    path = tmp_path / ".dev-secret"
+    settings = Settings(
+        _env_file=None, environment="development", better_auth_secret=None, dev_secret_file=path
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (
+        Settings(
+            _env_file=None, environment="development", better_auth_secret=None, dev_secret_file=path
+        ).secret
+        == settings.secret
+    )
+    path.chmod(0o644)
+    Settings(_env_file=None, environment="development", better_auth_secret=None, dev_secret_file=path)
+    assert path.stat().st_mode & 0o777 == 0o600  # tightened when found readable by others
+    target = tmp_path / "elsewhere"
+    target.write_text("not to be touched")
+    link = tmp_path / "linked-secret"
+    link.symlink_to(target)
+    with pytest.raises(ValidationError, match=r"DEV_SECRET_FILE=.* cannot be used"):
+        Settings(_env_file=None, environment="development", better_auth_secret=None, dev_secret_file=link)
+    assert target.read_text() == "not to be touched"
 
 
 def test_production_start_up_stops_with_a_clear_message(tmp_path: Path) -> None:
@@ -218,7 +282,7 @@ def test_production_start_up_stops_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Cannot start: invalid settings" in result.stderr
-    assert "BETTER_AUTH_SECRET of at least 32 characters" in result.stderr
+    assert "BETTER_AUTH_SECRET is too weak: it is shorter than 32 characters" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -420,10 +484,11 @@ NOT_A_LOGIN = "Send JSON {email, password} or an OAuth2 password form (username,
 @pytest.mark.parametrize(
     ("path", "content", "content_type", "status", "detail"),
     [
-        # Not declared as JSON: the bytes are read as text, which is not an object.
-        ("/auth/register", b"\xff\xfe", "text/plain", 422, [["body"]]),
+        # Not declared as JSON: on a task, the bytes are read as text, which is not an object;
+        # /auth takes only JSON and forms.
+        ("/auth/register", b"\xff\xfe", "text/plain", 415, JSON_OR_FORM),
         ("/api/alice/tasks", b"\xff\xfe", "text/plain", 422, [["body"]]),
-        ("/auth/login", b"\xff\xfe", "text/plain", 422, NOT_A_LOGIN),
+        ("/auth/login", b"\xff\xfe", "text/plain", 415, JSON_OR_FORM),
         # A UTF-16 byte order mark: decodes, but to no JSON (the error is at offset 0).
         ("/auth/register", b"\xff\xfe", "application/json", 422, [["body", 0]]),
         # Not UTF-8 at all: cannot be decoded (README: 400).
