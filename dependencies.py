@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from db import Database
 from passwords import LoginThrottle, PasswordHasher
+from ratelimit import RateLimits
 from schemas import ErrorDetail
 from settings import Settings
 from tokens import AuthError, KeysUnavailable, Principal, RevocationList, TokenVerifier
@@ -25,6 +26,7 @@ class Services:
     database: Database
     verifier: TokenVerifier
     revocations: RevocationList
+    limits: RateLimits
     hasher: PasswordHasher | None = None  # with accounts enabled
     logins: LoginThrottle | None = None
 
@@ -77,6 +79,10 @@ LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorDetail, "description": "Missing, malformed, expired or revoked token"},
+    429: {
+        "model": ErrorDetail,
+        "description": "Over the rate limit (of the user, or of the address when no token is valid)",
+    },
     503: {"model": ErrorDetail, "description": "The token issuer's keys cannot be fetched; see Retry-After"},
 }
 
@@ -102,17 +108,25 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_principal(request: Request) -> Principal:
-    """The verified bearer token. Async: checked on the event loop, with no thread hop."""
+    """The verified bearer token, counted against its user's rate limit; a request without a
+    valid one is counted against its address's. Async: on the event loop, no thread hop."""
+    found = services(request)
     try:
-        return await services(request).verifier.verify(bearer_token(request))
+        principal = await found.verifier.verify(bearer_token(request))
     except AuthError as exc:
+        await found.limits.unauthenticated(request)
         raise unauthorized(exc.detail) from None
+    except HTTPException:  # no usable Authorization header at all
+        await found.limits.unauthenticated(request)
+        raise
     except KeysUnavailable:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "Token signing keys are unavailable: the issuer cannot be reached",
             headers={"Retry-After": "5"},
         ) from None
+    await found.limits.user(request, principal.user_id)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

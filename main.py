@@ -17,6 +17,7 @@ from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
 from middleware import BodyLimit, EmptyQueryValues, SecurityHeaders, add_error_handlers, document_security
 from passwords import LoginThrottle, PasswordHasher
+from ratelimit import RateLimits
 from routes import auth, health, tasks
 from settings import Settings
 from tokens import RevocationList, TokenVerifier
@@ -46,13 +47,15 @@ def build_services(settings: Settings) -> Services:
     engine = make_engine(settings)
     revocations = RevocationList(engine, settings.revocation_refresh_seconds)
     accounts = settings.accounts_enabled
+    limits = RateLimits(settings)
     return Services(
         settings=settings,
         database=Database(engine),
         verifier=TokenVerifier(settings, revocations),
         revocations=revocations,
+        limits=limits,
         hasher=PasswordHasher(settings) if accounts else None,
-        logins=LoginThrottle(settings) if accounts else None,
+        logins=LoginThrottle(settings, limits) if accounts else None,
     )
 
 
@@ -129,7 +132,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Total-Count", "Link", "Location", "ETag"],
+        expose_headers=[
+            "X-Total-Count",
+            "Link",
+            "Location",
+            "ETag",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
     )
     add_error_handlers(app, settings.cors_origins)
     return app

@@ -58,6 +58,7 @@ class BodyLimit:
 
 
 API_PATHS = ("/api/", "/auth/")
+RATE_LIMIT_STATE = "rate_limit"
 BASE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -80,7 +81,7 @@ class SecurityHeaders:
     """Security headers on every response: no sniffing, no referrer, no framing, a content
     policy (one that lets /docs work there), `Cache-Control: no-store` on the API's answers
     (unless a route set its own), and HSTS when the request came over HTTPS (directly, or
-    through a proxy trusted to say so)."""
+    through a proxy trusted to say so). Also the RateLimit-* headers of the request's limit."""
 
     def __init__(self, app: ASGIApp, docs_paths: Sequence[str]) -> None:
         self.app = app
@@ -103,6 +104,9 @@ class SecurityHeaders:
                 headers = [*message.get("headers", ()), *extra]
                 if api and not any(name.lower() == b"cache-control" for name, _ in headers):
                     headers.append(NO_STORE)
+                verdict = scope.get("state", {}).get(RATE_LIMIT_STATE)  # set by ratelimit.RateLimits
+                if verdict is not None:
+                    headers += verdict.headers()
                 message["headers"] = headers
             await send(message)
 

@@ -1,17 +1,20 @@
-"""Passwords of the service's own accounts: Argon2 hashing and the failed-login throttle."""
+"""Passwords of the service's own accounts: Argon2 hashing, bounded, and the failed-login throttle."""
 
+import asyncio
 import secrets
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from limits import RateLimitItemPerSecond
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from ratelimit import RateLimits
 from settings import Settings
 
-SWEEP_ABOVE = 10_000  # limiter keys kept before expired ones are swept
+
+class HashersBusy(Exception):
+    """Every password-hashing slot stayed taken for as long as a request may wait."""
 
 
 class PasswordHasher:
@@ -30,6 +33,23 @@ class PasswordHasher:
         # Argon2 memory (64 MiB by default), which would otherwise double the process's peak RSS
         # for a service that may never see a password.
         self._dummy: str | None = None
+        # Each hash takes its whole Argon2 memory and a worker thread: at most this many at once,
+        # so a flood of logins or registrations can take neither the memory nor the threads
+        # that task requests need. Waiters queue on the event loop, not in threads.
+        self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
+        self._wait = settings.password_hash_wait_seconds
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait (on the event loop) for a hashing slot; HashersBusy if none frees in time."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait)
+        except TimeoutError:
+            raise HashersBusy from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def hash(self, password: str) -> str:
         return self._hash.hash(password)
@@ -44,81 +64,39 @@ class PasswordHasher:
         return valid, new_hash
 
 
-class FailureLimiter:
-    """Counts failed attempts per key in a sliding window (in memory, per process).
+class LoginThrottle:
+    """Failed logins, counted in the rate-limit storage (shared through Redis when it is):
 
-    An attempt is counted when it starts, before the slow password check, so that guesses sent
-    in parallel cannot all slip past the limit; a successful one is forgiven afterwards.
+    - per email and client address together, counted when an attempt starts (before the slow
+      password check, so parallel guesses cannot overrun it) and cleared by a success: an
+      attacker elsewhere cannot lock the owner's own client out;
+    - per client address, over every email: one address guessing many accounts;
+    - per email from every address, a larger backstop against guesses spread over many
+      addresses. These two count failures only, so a busy office behind one address is not
+      refused for logging in.
     """
 
-    def __init__(self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._sweep_above = SWEEP_ABOVE
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._failures)
-
-    def attempt(self, key: str) -> int | None:
-        """Count an attempt for `key`; if it is over the limit, the seconds to wait instead."""
-        with self._lock:
-            now = self.clock()
-            failures = self._prune(key, now)
-            if len(failures) >= self.limit:
-                return max(1, int(failures[0] + self.window - now) + 1)
-            failures.append(now)
-            return None
-
-    def forgive(self, key: str) -> None:
-        """Take back the last attempt counted for `key` (it succeeded, or was not made)."""
-        with self._lock:
-            failures = self._failures.get(key)
-            if failures:
-                failures.pop()
-
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        if len(self._failures) > self._sweep_above:
-            self._sweep(now)
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        return failures
-
-    def _sweep(self, now: float) -> None:
-        """Drop keys with no failure left in the window: bounds memory under a flood of keys.
-
-        The next sweep waits until the table has doubled, so the cost stays constant per call.
-        """
-        cutoff = now - self.window
-        for key in [k for k, v in self._failures.items() if not v or v[-1] <= cutoff]:
-            del self._failures[key]
-        self._sweep_above = max(SWEEP_ABOVE, 2 * len(self._failures))
-
-
-class LoginThrottle:
-    """Failed logins limited per email and per client address, within one sliding window."""
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, limits: RateLimits) -> None:
         window = settings.login_failure_window_seconds
-        self.emails = FailureLimiter(settings.login_max_failures_per_email, window)
-        self.clients = FailureLimiter(settings.login_max_failures_per_client, window)
+        self.limits = limits
+        self.email_and_client = RateLimitItemPerSecond(settings.login_max_failures_per_email, window)
+        self.client = RateLimitItemPerSecond(settings.login_max_failures_per_client, window)
+        self.email = RateLimitItemPerSecond(settings.login_max_failures_per_email_total, window)
 
-    def attempt(self, email: str, client: str) -> int | None:
-        """Count a login attempt; if either limit is reached, the seconds to wait instead."""
-        wait = self.emails.attempt(email)
-        if wait is None:
-            wait = self.clients.attempt(client)
-            if wait is not None:  # refused for the client: the email's attempt was not made
-                self.emails.forgive(email)
-        return wait
+    async def attempt(self, email: str, client: str) -> int | None:
+        """Count a login attempt; if a limit is reached, the seconds to wait instead."""
+        for item, keys in ((self.client, ("login-client", client)), (self.email, ("login-email", email))):
+            wait = await self.limits.exhausted(item, *keys)
+            if wait is not None:
+                return wait
+        verdict = await self.limits.hit(self.email_and_client, "login", email, client)
+        if verdict is not None and not verdict.allowed:
+            return max(1, verdict.reset_seconds)
+        return None
 
-    def succeeded(self, email: str, client: str) -> None:
-        self.emails.reset(email)
-        self.clients.forgive(client)
+    async def failed(self, email: str, client: str) -> None:
+        await self.limits.hit(self.client, "login-client", client)
+        await self.limits.hit(self.email, "login-email", email)
+
+    async def succeeded(self, email: str, client: str) -> None:
+        await self.limits.clear(self.email_and_client, "login", email, client)

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse
+from limits.storage import storage_from_string
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -149,9 +151,24 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(3, ge=1)
     password_hash_memory_kib: int = Field(65536, ge=1024)
     revocation_refresh_seconds: float = Field(2.0, ge=0, le=5)
+    # Failed logins within the window: per email from one client, per client over all emails,
+    # and per email from all clients together (the backstop).
     login_max_failures_per_email: int = Field(5, ge=1)
     login_max_failures_per_client: int = Field(20, ge=1)
+    login_max_failures_per_email_total: int = Field(100, ge=1)
     login_failure_window_seconds: int = Field(900, ge=1)
+    # Password hashes computed at once (each takes PASSWORD_HASH_MEMORY_KIB and a thread), and
+    # how long a login or registration waits for a turn before it is answered 503.
+    password_hash_concurrency: int = Field(2, ge=1)
+    password_hash_wait_seconds: float = Field(2.0, gt=0)
+
+    # Rate limits, one rate each in the `limits` notation ("300/minute", "20 per minute")
+    rate_limit_per_user: str = "300/minute"  # each authenticated user, on every route
+    rate_limit_auth_per_address: str = "20/minute"  # each client address, on login and register
+    rate_limit_unauthenticated_per_address: str = "60/minute"  # requests without a valid token
+    # memory:// (one process) or redis://host:port/db, shared by every process that names it.
+    rate_limit_storage_uri: str = "memory://"
+    rate_limit_storage_timeout_seconds: float = Field(0.5, gt=0)
 
     # HTTP
     # A bulk create of 100 tasks with every field full is about 240 KiB of ASCII (more in UTF-8).
@@ -175,6 +192,31 @@ class Settings(BaseSettings):
         unknown = [alg for alg in value if alg not in allowed]
         if unknown:
             raise ValueError(f"unsupported JWT algorithms {unknown}; choose from {sorted(allowed)}")
+        return value
+
+    @field_validator(
+        "rate_limit_per_user", "rate_limit_auth_per_address", "rate_limit_unauthenticated_per_address"
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must be a rate in the limits notation, such as 300/minute") from None
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _storage_uri(cls, value: str) -> str:
+        if not value.removeprefix("async+").startswith(
+            ("memory://", "redis://", "rediss://", "redis+unix://")
+        ):
+            raise ValueError("must be memory:// or a redis:// (rediss://) URL")
+        try:  # builds the client only: nothing connects until the first request
+            uri = value if value.startswith("async+") else f"async+{value}"
+            storage_from_string(uri, **({} if "memory" in uri else {"implementation": "redispy"}))
+        except Exception as error:  # each storage has its own ways of saying a URL is wrong
+            raise ValueError(f"cannot be used: {error} (redis://host:6379/0 is the usual form)") from None
         return value
 
     @field_validator("database_url")

@@ -85,7 +85,9 @@ class App:
     settings: tuple[str, ...]  # the settings it is given (values from `environment`)
 
 
-SERVICE = App("service", ("main:app",), ("ENVIRONMENT", "DATABASE_URL", "BETTER_AUTH_SECRET"))
+SERVICE = App(
+    "service", ("main:app",), ("ENVIRONMENT", "DATABASE_URL", "BETTER_AUTH_SECRET", "RATE_LIMIT_PER_USER")
+)
 # Not `bench.floor:app`: importing the bench package rewrites DATABASE_URL and BETTER_AUTH_SECRET.
 FLOOR = App("floor", ("floor:app", "--app-dir", str(ROOT / "bench")), ("DATABASE_URL", "BETTER_AUTH_SECRET"))
 
@@ -161,7 +163,14 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> NoReturn:
 
 def measure(url: str, workdir: Path, seconds: int) -> None:
     secret = secrets.token_urlsafe(36)  # 48 characters
-    environment = {"ENVIRONMENT": "production", "DATABASE_URL": url, "BETTER_AUTH_SECRET": secret}
+    environment = {
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": url,
+        "BETTER_AUTH_SECRET": secret,
+        # Each mix user sends far more than a person would (hundreds a second): the limit is
+        # counted on every request, as in production, but set high enough never to refuse.
+        "RATE_LIMIT_PER_USER": "100000000/minute",
+    }
     if (ROOT / ".env").exists():
         print(f"  Note: {ROOT / '.env'} exists; the service reads it (the environment wins).")
     started = time.perf_counter()

@@ -1,5 +1,7 @@
 """The service's own accounts: register, log in (JSON or OAuth2 form), me, log out."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -7,23 +9,47 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from dependencies import (
     TOKEN_ERRORS,
     UNAUTHORIZED_HEADERS,
     CurrentPrincipal,
+    DatabaseDep,
     HasherDep,
     LoginThrottleDep,
     RevocationsDep,
     SessionDep,
     SettingsDep,
+    services,
 )
 from models import User
+from passwords import HashersBusy, PasswordHasher
+from ratelimit import client_key
 from schemas import ErrorDetail, TokenResponse, UserLogin, UserPublic, UserRegister
 from tokens import mint_token
 
+TAKEN = "An account with this email already exists"
+BUSY = "Too many password checks at once; retry after the time Retry-After says"
+CREDENTIALS = "Send JSON {email, password} or an OAuth2 password form (username, password)"
 JSON_OR_FORM = "Send JSON (application/json) or a form (application/x-www-form-urlencoded)"
+
+
+@asynccontextmanager
+async def hashing(hasher: PasswordHasher) -> AsyncIterator[None]:
+    """A password-hashing slot, or 503 when every slot stays taken (a flood of logins or
+    registrations): hashing is bounded so that it cannot take the memory and worker threads
+    that task requests need."""
+    try:
+        async with hasher.slot():
+            yield
+    except HashersBusy:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, BUSY, headers={"Retry-After": "1"}) from None
+
+
+async def limited(request: Request) -> None:
+    """Login and register, per client address (RATE_LIMIT_AUTH_PER_ADDRESS)."""
+    await services(request).limits.auth(request)
 
 
 async def json_or_form(request: Request) -> None:
@@ -76,17 +102,27 @@ LOGIN_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=UserPublic,
     summary="Create an account",
-    responses={409: {"model": ErrorDetail, "description": "The email is already registered"}},
+    dependencies=[Depends(limited)],
+    responses={
+        409: {"model": ErrorDetail, "description": "The email is already registered"},
+        429: {"model": ErrorDetail, "description": "Too many from this address; see Retry-After"},
+        503: {"model": ErrorDetail, "description": BUSY},
+    },
 )
-def register(account: UserRegister, session: SessionDep, hasher: HasherDep) -> User:
-    user = User(email=account.email, name=account.name, password_hash=hasher.hash(account.password))
-    session.add(user)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, "An account with this email already exists") from None
-    return user
+async def register(account: UserRegister, database: DatabaseDep, hasher: HasherDep) -> User:
+    def create(session: Session) -> User:
+        session.expire_on_commit = False  # every column is set here: the answer needs no reload
+        user = User(email=account.email, name=account.name, password_hash=hasher.hash(account.password))
+        session.add(user)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise HTTPException(status.HTTP_409_CONFLICT, TAKEN) from None
+        return user
+
+    async with hashing(hasher):
+        return await database.run(create)
 
 
 async def login_credentials(request: Request) -> UserLogin:
@@ -99,10 +135,8 @@ async def login_credentials(request: Request) -> UserLogin:
         try:
             data = await request.json()
         except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "Send JSON {email, password} or an OAuth2 password form (username, password)",
-            ) from None
+            error = {"type": "json_invalid", "loc": ("body",), "msg": CREDENTIALS, "input": None}
+            raise RequestValidationError([error]) from None
     try:
         return UserLogin.model_validate(data)
     except ValidationError as exc:
@@ -116,41 +150,57 @@ async def login_credentials(request: Request) -> UserLogin:
     response_model=TokenResponse,
     summary="Log in and get a bearer token",
     openapi_extra={"requestBody": LOGIN_BODY},
+    dependencies=[Depends(limited)],
     responses={
         401: {"model": ErrorDetail, "description": "Wrong email or password"},
-        429: {"model": ErrorDetail, "description": "Too many failed logins; see Retry-After"},
+        422: {
+            "description": "The body is missing, is neither JSON nor a form, or lacks a field",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
+        429: {"model": ErrorDetail, "description": "Too many logins, or failed ones; see Retry-After"},
+        503: {"model": ErrorDetail, "description": BUSY},
     },
 )
-def login(
+async def login(
     credentials: Annotated[UserLogin, Depends(login_credentials)],
-    session: SessionDep,
     request: Request,
+    database: DatabaseDep,
     settings: SettingsDep,
     hasher: HasherDep,
     throttle: LoginThrottleDep,
 ) -> TokenResponse:
-    email_key = f"email:{credentials.email}"
-    client_key = f"client:{request.client.host if request.client else '-'}"
+    email = credentials.email
+    client = client_key(request)
     # Counted before the password check, so parallel guesses cannot overrun the limits.
-    wait = throttle.attempt(email_key, client_key)
+    wait = await throttle.attempt(email, client)
     if wait is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed logins; try again later",
             headers={"Retry-After": str(wait)},
         )
-    user = session.exec(select(User).where(User.email == credentials.email)).first()
-    # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
-    valid, new_hash = hasher.verify(credentials.password, user.password_hash if user else None)
-    if user is None or not valid:
+
+    def check(session: Session) -> User | None:
+        user = session.exec(select(User).where(User.email == email)).first()
+        # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
+        valid, new_hash = hasher.verify(credentials.password, user.password_hash if user else None)
+        if user is None or not valid:
+            return None
+        if new_hash is not None:  # the hashing parameters changed since this password was stored
+            user.password_hash = new_hash
+            session.add(user)
+            session.expire_on_commit = False
+            session.commit()
+        return user
+
+    async with hashing(hasher):
+        user = await database.run(check)
+    if user is None:
+        await throttle.failed(email, client)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Incorrect email or password", headers=UNAUTHORIZED_HEADERS
         )
-    if new_hash is not None:  # the hashing parameters changed since this password was stored
-        user.password_hash = new_hash
-        session.add(user)
-        session.commit()
-    throttle.succeeded(email_key, client_key)
+    await throttle.succeeded(email, client)
     token, expires_in = mint_token(settings, user.id)
     return TokenResponse(access_token=token, expires_in=expires_in, user=UserPublic.model_validate(user))
 

@@ -3,11 +3,16 @@
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jwt
 
 from settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from dependencies import Services
 
 T = TypeVar("T")
 TEST_SECRET = "Vq3r8kM2pZ7xL1nB4wT9sD6fH0jC5gY8aE2uR7iO3kW1mN6bV4cX8zA5sQ0wE9rT3yU7iP2"  # noqa: S105 (random, as production wants)
@@ -23,6 +28,10 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         # Cheap hashes keep the suite fast; production uses the Argon2 defaults.
         "password_hash_time_cost": 1,
         "password_hash_memory_kib": 1024,
+        # Tests hammer a few users; the rate-limit tests set their own low limits.
+        "rate_limit_per_user": "100000/minute",
+        "rate_limit_auth_per_address": "100000/minute",
+        "rate_limit_unauthenticated_per_address": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -33,6 +42,11 @@ def sign(claims: dict[str, Any], *, secret: str = TEST_SECRET, lifetime: int = 9
     now = int(time.time())
     payload = {"iat": now, "exp": now + lifetime, **claims}
     return jwt.encode(payload, secret, algorithm="HS256", headers=headers or None)
+
+
+def services_of(client: "TestClient") -> "Services":
+    """The services of the app behind a test client (its database engine, limits, hasher)."""
+    return client.app.state.services  # type: ignore[attr-defined]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -8,10 +8,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 
 import tasks
+from testkit import services_of
 
 
 def engine_of(client: TestClient) -> Engine:
-    return client.app.state.services.database.engine  # type: ignore[attr-defined]
+    return services_of(client).database.engine
 
 
 @contextmanager

@@ -1,16 +1,17 @@
 """The service's own accounts: register, log in, me, log out, throttling, and Swagger's ways in."""
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from db import make_engine
-from passwords import SWEEP_ABOVE, FailureLimiter
 from settings import Settings
-from testkit import bearer, sign
+from testkit import bearer, services_of, sign
 
 PASSWORD = "correct horse battery"
 
@@ -176,8 +177,8 @@ def test_unreadable_login_is_422_with_what_to_send(
     client: TestClient, content: bytes, content_type: str
 ) -> None:
     response = client.post("/auth/login", content=content, headers={"Content-Type": content_type})
-    assert response.status_code == 422
-    assert response.json() == {"detail": NOT_A_LOGIN, "message": NOT_A_LOGIN}
+    assert error_locs(response) == [["body"]]
+    assert response.json()["message"] == NOT_A_LOGIN
 
 
 @pytest.mark.parametrize(
@@ -270,51 +271,62 @@ def test_a_successful_login_clears_the_email_failures(
     login(client)
 
 
-class Clock:
-    """A clock the test moves by hand, for FailureLimiter."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_the_login_limiter_drops_expired_keys_past_the_sweep_threshold() -> None:
-    clock = Clock()
-    limiter = FailureLimiter(limit=1, window=60, clock=clock)
-    for i in range(SWEEP_ABOVE):
-        assert limiter.attempt(f"old-{i}") is None
-    clock.now += 30
-    assert limiter.attempt("recent") is None
-    clock.now += 31  # the old failures have left the window; the recent one has not
-    assert len(limiter) == SWEEP_ABOVE + 1
-    assert limiter.attempt("trigger") is None  # over SWEEP_ABOVE keys: this call sweeps
-    assert len(limiter) == 2  # "recent" and "trigger"
-    wait = limiter.attempt("recent")  # kept, and still limited until its failure expires
-    assert wait is not None and 29 <= wait <= 30
+def test_an_attacker_elsewhere_cannot_lock_the_owner_out(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    app = make_client(make_settings(login_max_failures_per_email=3)).app
+    owner = TestClient(app, client=("198.51.100.7", 40000))
+    attacker = TestClient(app, client=("203.0.113.9", 40000))
+    register(owner)
+    wrong = {"email": "ada@example.com", "password": "wrong password"}
+    statuses = [attacker.post("/auth/login", json=wrong).status_code for _ in range(6)]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+    # The attacker's failures count against the attacker's address and this email together:
+    # the owner, from their own address, still logs in with the right password.
+    assert login(owner)["user"]["email"] == "ada@example.com"
+    assert attacker.post("/auth/login", json={**wrong, "password": PASSWORD}).status_code == 429
 
 
-def test_the_login_limiter_sweeps_again_only_once_the_table_has_doubled() -> None:
-    clock = Clock()
-    limiter = FailureLimiter(limit=1, window=60, clock=clock)
-    live = SWEEP_ABOVE + 2
-    for i in range(live):  # a sweep runs at SWEEP_ABOVE + 1 keys, but every one is in the window
-        limiter.attempt(f"old-{i}")
-    assert len(limiter) == live
-    clock.now += 61  # now every one of them has expired
-    sizes: list[int] = []
-    for i in range(3 * SWEEP_ABOVE):
-        limiter.attempt(f"new-{i}")
-        sizes.append(len(limiter))
-        if sizes[-1] < live + i + 1:
-            break
-    swept_at = len(sizes) - 1
-    assert sizes[swept_at] == swept_at + 1, "the sweep must drop exactly the expired keys"
-    # Until then each call only added its key, although the table held more than SWEEP_ABOVE
-    # keys, most of them expired: the sweep waited until the table had doubled since the last one.
-    assert sizes[:swept_at] == list(range(live + 1, live + 1 + swept_at))
-    assert swept_at > 0 and sizes[swept_at - 1] >= 2 * (SWEEP_ABOVE + 1)
+def test_failures_for_one_email_from_many_addresses_meet_a_backstop(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    app = make_client(make_settings(login_max_failures_per_email=3, login_max_failures_per_email_total=4)).app
+    register(TestClient(app))
+    wrong = {"email": "ada@example.com", "password": "wrong password"}
+    statuses = [
+        TestClient(app, client=(f"203.0.113.{i}", 40000)).post("/auth/login", json=wrong).status_code
+        for i in range(6)
+    ]
+    assert statuses == [401, 401, 401, 401, 429, 429]
+    other = register(TestClient(app), email="other@example.com")
+    assert login(TestClient(app, client=("203.0.113.99", 40000)), email="other@example.com")["user"] == other
+
+
+def test_password_hashing_is_bounded_and_answers_503_when_busy(
+    make_settings: Callable[..., Settings], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(make_settings(password_hash_concurrency=1, password_hash_wait_seconds=0.2))
+    register(client)
+    hasher = services_of(client).hasher
+    assert hasher is not None
+    taken = threading.Event()
+
+    async def hold_the_only_slot() -> None:
+        async with hasher.slot():
+            taken.set()
+            await anyio.sleep(1)
+
+    assert client.portal is not None
+    held = client.portal.start_task_soon(hold_the_only_slot)
+    assert taken.wait(5)
+    busy = client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    body = {"email": "bo@example.com", "password": PASSWORD, "name": "Bo"}
+    refused = client.post("/auth/register", json=body)
+    assert refused.status_code == 503
+    held.result()
+    assert login(client)["user"]["email"] == "ada@example.com"  # the slot is free again
 
 
 # --- me and logout ----------------------------------------------------------------------------

@@ -478,7 +478,6 @@ def test_validation_errors_echo_input_short_and_safe(client: TestClient) -> None
 
 
 NOT_PARSED = "There was an error parsing the body"
-NOT_A_LOGIN = "Send JSON {email, password} or an OAuth2 password form (username, password)"
 
 
 @pytest.mark.parametrize(
@@ -541,3 +540,13 @@ def test_every_task_parameter_and_header_has_an_example_in_the_docs(client: Test
     )
     for name in ("TaskCreate", "TaskPatch"):
         assert spec["components"]["schemas"][name].get("examples"), name
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = {row.split("|")[1].strip().strip("`") for row in readme.splitlines() if row.startswith("| `")}
+    example = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    settings = {name.upper() for name in Settings.model_fields}
+    assert settings - table == set(), "settings missing from the README's table"
+    assert settings - named == set(), "settings missing from .env.example"

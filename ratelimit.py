@@ -1,0 +1,150 @@
+"""Rate limits with the `limits` library: per user on the API, per client address on /auth and
+on requests without a valid token, and the login-failure counters, all in one storage.
+
+The storage is in memory (one process) unless RATE_LIMIT_STORAGE_URI names Redis, which
+shares every limit between processes and machines. When that storage cannot be reached the
+service keeps serving without limits (fails open) and says so in its log, at most once per
+outage: an outage of a shared counter must not become an outage of the API.
+"""
+
+import ipaddress
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request, status
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+
+from settings import Settings
+
+log = logging.getLogger("todo.ratelimit")
+
+# After the storage fails, it is left alone this long: requests pass at once meanwhile.
+STORAGE_PAUSE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the window has room again
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The RateLimit-* headers of the IETF draft, as every response carries them."""
+        return [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset_seconds).encode()),
+        ]
+
+
+def storage_uri(uri: str) -> str:
+    """The async form of a storage URI: redis://... becomes async+redis://..."""
+    return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+def client_key(request: Request) -> str:
+    """The client's address as limits count it: an IPv6 client by its /64, which one host
+    usually holds whole, so that it cannot step around a limit address by address."""
+    host = request.client.host if request.client else "-"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class RateLimits:
+    def __init__(self, settings: Settings) -> None:
+        uri = storage_uri(settings.rate_limit_storage_uri)
+        options: dict[str, float | str | bool] = {}
+        if uri.startswith(("async+redis", "async+rediss")):
+            timeout = settings.rate_limit_storage_timeout_seconds
+            options = {
+                "implementation": "redispy",
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
+        storage = storage_from_string(uri, **options)
+        assert isinstance(storage, Storage), "an async storage"
+        self.storage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
+        self.per_user = parse(settings.rate_limit_per_user)
+        self.auth_per_address = parse(settings.rate_limit_auth_per_address)
+        self.unauthenticated_per_address = parse(settings.rate_limit_unauthenticated_per_address)
+        self.paused_until = 0.0
+        self.rejections = 0
+
+    async def hit(self, item: RateLimitItem, *identifiers: str) -> Verdict | None:
+        """Count one request against `item`; None when the storage cannot say (it passes)."""
+        if time.monotonic() < self.paused_until:
+            return None
+        try:
+            allowed = await self.strategy.hit(item, *identifiers)
+            stats = await self.strategy.get_window_stats(item, *identifiers)
+        except Exception as error:
+            self._pause(error)
+            return None
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        return Verdict(allowed, item.amount, stats.remaining, reset)
+
+    async def exhausted(self, item: RateLimitItem, *identifiers: str) -> int | None:
+        """Without counting: the seconds until `item` has room again, or None if it has room now."""
+        if time.monotonic() < self.paused_until:
+            return None
+        try:
+            if await self.strategy.test(item, *identifiers):
+                return None
+            stats = await self.strategy.get_window_stats(item, *identifiers)
+        except Exception as error:
+            self._pause(error)
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        if time.monotonic() < self.paused_until:
+            return
+        try:
+            await self.strategy.clear(item, *identifiers)
+        except Exception as error:
+            self._pause(error)
+
+    def _pause(self, error: Exception) -> None:
+        self.paused_until = time.monotonic() + STORAGE_PAUSE_SECONDS
+        log.warning(
+            "rate limit storage unreachable, serving without limits for %.0f s: %s",
+            STORAGE_PAUSE_SECONDS,
+            error,
+        )
+
+    async def check(self, request: Request, item: RateLimitItem, *identifiers: str) -> None:
+        """Count this request; 429 with Retry-After when over the limit."""
+        verdict = await self.hit(item, *identifiers)
+        if verdict is None:
+            return
+        request.state.rate_limit = verdict  # written into the response by middleware.SecurityHeaders
+        if not verdict.allowed:
+            self.rejections += 1
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "Too many requests: slow down and retry after the time Retry-After says",
+                headers={"Retry-After": str(max(1, verdict.reset_seconds))},
+            )
+
+    async def user(self, request: Request, user_id: str) -> None:
+        await self.check(request, self.per_user, "user", user_id)
+
+    async def unauthenticated(self, request: Request) -> None:
+        await self.check(request, self.unauthenticated_per_address, "anonymous", client_key(request))
+
+    async def auth(self, request: Request) -> None:
+        await self.check(request, self.auth_per_address, "auth", client_key(request))
