@@ -268,8 +268,19 @@ def documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[st
     return cached
 
 
+ERROR_DETAIL = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}
+BODY_ERRORS = {
+    "400": {
+        "description": "The body cannot be read at all: not UTF-8, or nested too deep",
+        "content": ERROR_DETAIL,
+    },
+    "413": {"description": "The body is over MAX_BODY_BYTES", "content": ERROR_DETAIL},
+}
+
+
 def document_security(app: FastAPI, *, password_login: bool, token_error: str) -> None:
-    """Offer Swagger's Authorize dialog both ways in, on every operation that checks a token.
+    """Offer Swagger's Authorize dialog both ways in, on every operation that checks a token,
+    and document the 400 and 413 that every operation with a body may answer.
 
     Written into the OpenAPI document once, rather than declared as security dependencies that
     FastAPI would run on every request only to document them (the token dependency does the work).
@@ -292,6 +303,9 @@ def document_security(app: FastAPI, *, password_login: bool, token_error: str) -
                 for operation in operations.values():
                     if operation.get("responses", {}).get("401", {}).get("description") == token_error:
                         operation["security"] = requirement
+                    if "requestBody" in operation:  # answered before any route reads the body
+                        for code, response in BODY_ERRORS.items():
+                            operation["responses"].setdefault(code, response)
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -12,12 +12,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
     StringConstraints,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from models import DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX
 
@@ -203,6 +206,28 @@ def not_null(value: Any) -> Any:
     return value
 
 
+class NotNull:
+    """For an optional field that may be left out but not sent as null: refuses null, and
+    says so in the JSON schema (the `null` branch of `X | None` is left out of it)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(not_null, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        branches = [branch for branch in json_schema.get("anyOf", ()) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            json_schema = {**{k: v for k, v in json_schema.items() if k != "anyOf"}, **branches[0]}
+        return json_schema
+
+
+def no_default(schema: dict[str, Any]) -> None:
+    """Leave a NotNull field's `default: null` out of its schema: null is not a value it takes."""
+    schema.pop("default", None)
+
+
 VERSION_DOC = (
     "The version this change is based on: if the task has changed since, nothing is written "
     "and the answer is 409 with the current task (the If-Match header does the same, with 412)"
@@ -252,11 +277,11 @@ class TaskPatch(TaskInput):
         }
     )
 
-    title: Annotated[Title | None, AfterValidator(not_null)] = None
+    title: Annotated[Title | None, NotNull()] = Field(default=None, json_schema_extra=no_default)
     description: Description | None = None
-    completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
-    priority: Annotated[PriorityName | None, AfterValidator(not_null)] = Field(
-        default=None, description="none, low, medium or high, any case"
+    completed: Annotated[StrictBool | None, NotNull()] = Field(default=None, json_schema_extra=no_default)
+    priority: Annotated[PriorityName | None, NotNull()] = Field(
+        default=None, description="none, low, medium or high, any case", json_schema_extra=no_default
     )
     due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
     tags: Tags = Field(default=None, description=TAGS_DOC + "; the list sent replaces the task's")
@@ -266,7 +291,7 @@ class TaskPatch(TaskInput):
 class TaskCompletion(TaskInput):
     """`{"completed": true|false}` (or a `status`) sets completion; `{}` toggles it."""
 
-    completed: Annotated[StrictBool | None, AfterValidator(not_null)] = None
+    completed: Annotated[StrictBool | None, NotNull()] = Field(default=None, json_schema_extra=no_default)
     version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
 
 

@@ -31,6 +31,7 @@ from tokens import mint_token
 
 TAKEN = "An account with this email already exists"
 BUSY = "Too many password checks at once; retry after the time Retry-After says"
+UNREADABLE = "There was an error parsing the body"
 CREDENTIALS = "Send JSON {email, password} or an OAuth2 password form (username, password)"
 JSON_OR_FORM = "Send JSON (application/json) or a form (application/x-www-form-urlencoded)"
 
@@ -134,7 +135,10 @@ async def login_credentials(request: Request) -> UserLogin:
     else:
         try:
             data = await request.json()
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        except (UnicodeDecodeError, RecursionError):  # not UTF-8, or nested deeper than the parser goes
+            # As FastAPI answers these on every other route: the body cannot be read at all.
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, UNREADABLE) from None
+        except ValueError:  # not JSON
             error = {"type": "json_invalid", "loc": ("body",), "msg": CREDENTIALS, "input": None}
             raise RequestValidationError([error]) from None
     try:

@@ -170,8 +170,8 @@ NOT_A_LOGIN = "Send JSON {email, password} or an OAuth2 password form (username,
 
 @pytest.mark.parametrize(
     ("content", "content_type"),
-    [(b"{", "application/json"), (b"[" * 60_000, "application/json")],
-    ids=["truncated", "nested-too-deep"],
+    [(b"{", "application/json"), (b"", "application/json")],
+    ids=["truncated", "empty"],
 )
 def test_unreadable_login_is_422_with_what_to_send(
     client: TestClient, content: bytes, content_type: str

@@ -190,6 +190,39 @@ def test_every_route_is_documented(client: TestClient) -> None:
                 assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
             if "{task_id}" in path:
                 assert "404" in operation["responses"], f"{method} {path}"
+            if "requestBody" in operation:  # an undecodable body, one that is too large, a bad one
+                assert {"400", "413", "422"} <= set(operation["responses"]), f"{method} {path}"
+
+
+def takes_null(schema: dict[str, Any]) -> bool:
+    branches = schema.get("anyOf", [schema])
+    return any(branch.get("type") == "null" or "null" in (branch.get("type") or []) for branch in branches)
+
+
+def test_the_docs_say_which_body_fields_take_null(client: TestClient, alice: dict[str, str]) -> None:
+    """Each field of each task body is documented nullable exactly when null is accepted there."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    task_id = client.post("/api/alice/tasks", json={"title": "t"}, headers=alice).json()["id"]
+    wrong, checked = [], 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            ref = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            name = ref.get("schema", {}).get("$ref", "").rpartition("/")[2]
+            if not path.startswith("/api/") or schemas.get(name, {}).get("type") != "object":
+                continue
+            url = path.format(user_id="alice", task_id=task_id)
+            base = {"title": "t"} if "title" in schemas[name].get("required", []) else {}
+            for field, schema in schemas[name]["properties"].items():
+                response = client.request(method, url, json={**base, field: None}, headers=alice)
+                refused = response.status_code == 422 and ["body", field] in [
+                    error["loc"] for error in response.json()["detail"] if isinstance(error, dict)
+                ]
+                checked += 1
+                if refused == takes_null(schema):
+                    wrong.append(f"{method.upper()} {path} {field}: documented nullable={takes_null(schema)}")
+    assert wrong == []
+    assert checked > 20
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -493,8 +526,10 @@ NOT_PARSED = "There was an error parsing the body"
         # Not UTF-8 at all: cannot be decoded (README: 400).
         ("/auth/register", b'{"name": "\xc3\x28"}', "application/json", 400, NOT_PARSED),
         ("/api/alice/tasks", b'{"title": "\xc3\x28"}', "application/json", 400, NOT_PARSED),
-        # JSON nested deeper than the parser goes (login's own parser says 422: test_accounts).
+        ("/auth/login", b'{"email": "\xc3\x28"}', "application/json", 400, NOT_PARSED),
+        # JSON nested deeper than the parser goes.
         ("/api/alice/tasks", b"[" * 60_000, "application/json", 400, NOT_PARSED),
+        ("/auth/login", b"[" * 60_000, "application/json", 400, NOT_PARSED),
     ],
     ids=[
         "register-text",
@@ -503,7 +538,9 @@ NOT_PARSED = "There was an error parsing the body"
         "register-utf16-bom",
         "register-bad-utf8",
         "task-bad-utf8",
+        "login-bad-utf8",
         "task-deep",
+        "login-deep",
     ],
 )
 def test_unreadable_bodies_are_refused(
