@@ -15,7 +15,14 @@ import tasks as task_store
 from db import Database, make_engine, migrate, tune_threads
 from dependencies import TOKEN_ERRORS, Services
 from logs import batched_access_log
-from middleware import BodyLimit, EmptyQueryValues, SecurityHeaders, add_error_handlers, document_security
+from middleware import (
+    AllowedHosts,
+    BodyLimit,
+    EmptyQueryValues,
+    SecurityHeaders,
+    add_error_handlers,
+    document_security,
+)
 from passwords import LoginThrottle, PasswordHasher
 from ratelimit import RateLimits
 from routes import auth, health, tasks
@@ -124,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(EmptyQueryValues)
+    app.add_middleware(AllowedHosts, hosts=settings.hosts)
     docs_paths = [app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]
     app.add_middleware(SecurityHeaders, docs_paths=[path for path in docs_paths if path])
     app.add_middleware(  # added last, so it also wraps the body limit's 413

@@ -57,6 +57,40 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class AllowedHosts:
+    """Refuse a request whose `Host` is not one the service answers to (ALLOWED_HOSTS), with a
+    JSON 400: `Location` and `Link` are built from it, so a forged one would send clients
+    elsewhere. The health probes answer whatever the host: a load balancer probes by address."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.any = "*" in hosts
+        self.exact = frozenset(host.lower().rstrip(".") for host in hosts if not host.startswith("*."))
+        self.suffixes = tuple(host.lower()[1:] for host in hosts if host.startswith("*."))  # ".example.com"
+
+    def allows(self, host: str) -> bool:
+        host = host.lower()
+        if host.startswith("["):  # an IPv6 address, with or without a port: [::1]:8000
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name = name.rstrip(".")
+        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] not in ("http", "websocket") or scope["path"].startswith("/health"):
+            await self.app(scope, receive, send)
+            return
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        if host is None or self.allows(host.decode("latin-1")):
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"detail": BAD_HOST}, status_code=400)(scope, receive, send)
+
+
+BAD_HOST = "The Host header names a host this service does not answer to (see ALLOWED_HOSTS)"
+
+
 API_PATHS = ("/api/", "/auth/")
 RATE_LIMIT_STATE = "rate_limit"
 BASE_HEADERS = [

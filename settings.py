@@ -174,13 +174,16 @@ class Settings(BaseSettings):
     # A bulk create of 100 tasks with every field full is about 240 KiB of ASCII (more in UTF-8).
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+    # Host names the service answers to (`Host`); unset: the local names outside production,
+    # and production refuses to start (name the public host, or `*` for any).
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("jwt_algorithms", "jwt_subject_claims", "cors_origins", mode="before")
+    @field_validator("jwt_algorithms", "jwt_subject_claims", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
@@ -254,6 +257,32 @@ class Settings(BaseSettings):
             raise ValueError(f"ENVIRONMENT=production refuses it. {advice}")
         log.warning("%s; production would refuse it", advice)
         return self
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or ():
+            name = host.removeprefix("*.")
+            if host != "*" and (not name or "*" in name or "/" in name or " " in name):
+                raise ValueError(f"{host!r} is not a host name: use api.example.com, *.example.com or *")
+        return value
+
+    @model_validator(mode="after")
+    def _production_hosts(self) -> "Settings":
+        if self.environment == "production" and not self.allowed_hosts:
+            raise ValueError(
+                "ENVIRONMENT=production needs ALLOWED_HOSTS: the public host names of the API "
+                "(api.example.com; *.example.com for every subdomain; * for any host)"
+            )
+        return self
+
+    @property
+    def hosts(self) -> list[str]:
+        """ALLOWED_HOSTS, or the local names outside production (and the test client's)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        local = ["localhost", "127.0.0.1", "::1"]
+        return [*local, "testserver"] if self.environment == "test" else local
 
     @property
     def secret(self) -> str:

@@ -86,7 +86,9 @@ class App:
 
 
 SERVICE = App(
-    "service", ("main:app",), ("ENVIRONMENT", "DATABASE_URL", "BETTER_AUTH_SECRET", "RATE_LIMIT_PER_USER")
+    "service",
+    ("main:app",),
+    ("ENVIRONMENT", "DATABASE_URL", "BETTER_AUTH_SECRET", "ALLOWED_HOSTS", "RATE_LIMIT_PER_USER"),
 )
 # Not `bench.floor:app`: importing the bench package rewrites DATABASE_URL and BETTER_AUTH_SECRET.
 FLOOR = App("floor", ("floor:app", "--app-dir", str(ROOT / "bench")), ("DATABASE_URL", "BETTER_AUTH_SECRET"))
@@ -167,6 +169,7 @@ def measure(url: str, workdir: Path, seconds: int) -> None:
         "ENVIRONMENT": "production",
         "DATABASE_URL": url,
         "BETTER_AUTH_SECRET": secret,
+        "ALLOWED_HOSTS": "127.0.0.1",
         # Each mix user sends far more than a person would (hundreds a second): the limit is
         # counted on every request, as in production, but set high enough never to refuse.
         "RATE_LIMIT_PER_USER": "100000000/minute",

@@ -274,7 +274,13 @@ def test_production_accepts_generated_secrets(generated: str) -> None:
             "openssl rand -hex 32": raw.hex(),
             "token_urlsafe": secrets.token_urlsafe(32),
         }[generated]
-        assert Settings(_env_file=None, environment="production", better_auth_secret=secret).secret == secret
+        production = Settings(
+            _env_file=None,
+            environment="production",
+            better_auth_secret=secret,
+            allowed_hosts=["api.example.com"],
+        )
+        assert production.secret == secret
 
 
 def test_the_development_secret_file_is_private_and_never_followed_through_a_link(tmp_path: Path) -> None:
@@ -322,7 +328,9 @@ def test_production_start_up_stops_with_a_clear_message(tmp_path: Path) -> None:
 def test_production_does_not_migrate_at_startup(
     empty_database_url: str, make_client: Callable[..., TestClient]
 ) -> None:
-    settings = base_settings(empty_database_url, environment="production", auto_migrate=None)
+    settings = base_settings(
+        empty_database_url, environment="production", auto_migrate=None, allowed_hosts=["testserver"]
+    )
     client = make_client(settings)
     assert client.get("/health/ready").status_code == 200  # started, and the database answers
     engine = make_engine(settings)
@@ -401,7 +409,7 @@ def test_startup_migrates_an_empty_database(
 ) -> None:
     """The hackathon path: no `make migrate`, just start the app outside production."""
     settings = base_settings(empty_database_url, auto_migrate=None, environment="development")
-    client = make_client(settings)
+    client = make_client(settings, base_url="http://localhost:8000")
     alice = bearer(sign({"sub": "alice"}))
     assert client.post("/api/alice/tasks", json={"title": "first"}, headers=alice).status_code == 201
     engine = make_engine(settings)

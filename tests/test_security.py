@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from settings import Settings
-from testkit import bearer, sign
+from testkit import TEST_SECRET, bearer, sign
 
 TASKS = "/api/alice/tasks"
 PASSWORD = "correct horse battery"
@@ -181,6 +182,97 @@ def test_production_docs_do_not_keep_the_token_in_the_browser(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
 ) -> None:
     development = make_client(make_settings()).get("/docs").text
-    production = make_client(make_settings(environment="production")).get("/docs").text
+    app = make_client(make_settings(environment="production", allowed_hosts=["testserver"]))
+    production = app.get("/docs").text
     assert '"persistAuthorization": true' in development
     assert '"persistAuthorization": false' in production
+
+
+# --- allowed hosts ------------------------------------------------------------------------------
+
+
+def test_a_forged_host_is_refused_and_never_echoed(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> None:
+    client = make_client(make_settings(allowed_hosts=["api.example.com"]))
+    alice = bearer(sign({"sub": "alice"}))
+    forged = client.post("/api/alice/tasks", json={"title": "t"}, headers={**alice, "Host": "evil.example"})
+    assert forged.status_code == 400
+    assert "evil" not in forged.text and "Location" not in forged.headers
+    assert forged.json()["detail"].startswith("The Host header names a host")
+    assert client.get("/api/alice/tasks", headers={**alice, "Host": "evil.example"}).status_code == 400
+    created = client.post(
+        "/api/alice/tasks", json={"title": "t"}, headers={**alice, "Host": "API.example.com:8443"}
+    )
+    assert created.status_code == 201
+    assert created.headers["Location"].lower().startswith("http://api.example.com:8443/api/alice/tasks/")
+    # Nothing was stored by the refused create.
+    listed = client.get("/api/alice/tasks", headers={**alice, "Host": "api.example.com"})
+    assert [task["title"] for task in listed.json()] == ["t"]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("a.example.com", True),
+        ("deep.a.example.com:80", True),
+        ("example.com", False),  # *.example.com names the subdomains only
+        ("evilexample.com", False),
+        ("api.other.org", True),
+        ("api.other.org.", True),  # the fully qualified form
+        ("api.other.org.evil", False),
+        ("api.other.org:80:80", False),
+    ],
+)
+def test_allowed_hosts_match_names_wildcards_and_ports(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], host: str, allowed: bool
+) -> None:
+    client = make_client(make_settings(allowed_hosts=["*.example.com", "api.other.org"]))
+    response = client.get("/api/alice/tasks", headers={**bearer(sign({"sub": "alice"})), "Host": host})
+    assert (response.status_code == 200) is allowed, response.text
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST"])
+def test_development_answers_to_the_local_names(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], host: str
+) -> None:
+    client = make_client(make_settings(environment="development"))
+    alice = bearer(sign({"sub": "alice"}))
+    assert client.get("/api/alice/tasks", headers={**alice, "Host": host}).status_code == 200
+    assert client.get("/api/alice/tasks", headers={**alice, "Host": "192.0.2.1:8000"}).status_code == 400
+
+
+def test_health_probes_answer_whatever_the_host(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> None:
+    client = make_client(make_settings(allowed_hosts=["api.example.com"]))
+    for path in ("/health", "/health/ready"):
+        assert client.get(path, headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_production_needs_allowed_hosts() -> None:
+    secret = TEST_SECRET
+    with pytest.raises(ValidationError, match="ALLOWED_HOSTS"):
+        Settings(_env_file=None, environment="production", better_auth_secret=secret)
+    anything = Settings(
+        _env_file=None, environment="production", better_auth_secret=secret, allowed_hosts="*"
+    )
+    assert anything.hosts == ["*"]
+
+
+@pytest.mark.parametrize(
+    "value", ["https://api.example.com", "api example.com", "*example.com", "a.*.com", "*."]
+)
+def test_allowed_hosts_must_be_host_names(value: str) -> None:
+    with pytest.raises(ValidationError, match="not a host name"):
+        Settings(_env_file=None, allowed_hosts=[value])
+
+
+def test_any_host_is_answered_with_a_star(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> None:
+    client = make_client(make_settings(allowed_hosts="*"))
+    response = client.get(
+        "/api/alice/tasks", headers={**bearer(sign({"sub": "alice"})), "Host": "any.example"}
+    )
+    assert response.status_code == 200
