@@ -22,11 +22,15 @@ from main import create_app
 from settings import Settings
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+# Redis, for the limits and revocations shared between instances: tests that need it take the
+# `redis_url` fixture, and are skipped (said at the end; an error in CI) without it.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 TABLES = ("task", "task_count", "task_tag", "task_tombstone", "revoked_token", "users", "idempotency_key")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    check_redis()
     if not TEST_DATABASE_URL:
         if os.environ.get("CI"):
             raise pytest.UsageError("CI must set TEST_DATABASE_URL: the PostgreSQL leg is not optional there")
@@ -44,10 +48,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         engine.dispose()
 
 
-def pytest_report_header() -> str:
+def check_redis() -> None:
+    if not TEST_REDIS_URL:
+        if os.environ.get("CI"):
+            raise pytest.UsageError("CI must set TEST_REDIS_URL: the Redis tests are not optional there")
+        return
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"TEST_REDIS_URL={TEST_REDIS_URL} cannot be reached: {exc}", returncode=3)
+    finally:
+        client.close()
+
+
+def pytest_report_header() -> list[str]:
+    redis = f"Redis: {TEST_REDIS_URL}" if TEST_REDIS_URL else "Redis: none; its tests are SKIPPED"
     if TEST_DATABASE_URL:
-        return f"databases: SQLite and PostgreSQL ({make_url(TEST_DATABASE_URL).render_as_string()})"
-    return "databases: SQLite only; the PostgreSQL leg is SKIPPED (set TEST_DATABASE_URL to run it)"
+        return [f"databases: SQLite and PostgreSQL ({make_url(TEST_DATABASE_URL).render_as_string()})", redis]
+    return ["databases: SQLite only; the PostgreSQL leg is SKIPPED (set TEST_DATABASE_URL to run it)", redis]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -55,6 +76,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             "PostgreSQL leg skipped: TEST_DATABASE_URL is not set (see README, 'Run and test')", yellow=True
         )
+    if not TEST_REDIS_URL:
+        terminalreporter.write_line(
+            "Redis tests skipped: TEST_REDIS_URL is not set (see README, 'Run and test')", yellow=True
+        )
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """TEST_REDIS_URL, emptied first: its database must be one the suite may wipe."""
+    if not TEST_REDIS_URL:
+        pytest.skip("needs Redis: set TEST_REDIS_URL")
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return TEST_REDIS_URL
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 in memory or shared through Redis; failing open when Redis is gone."""
 
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,22 +12,6 @@ from pydantic import ValidationError
 
 from settings import Settings
 from testkit import bearer, sign
-
-REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of the suite's own, emptied before use
-
-
-def redis_or_skip() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"needs Redis at {REDIS_URL}: {error}")
-    finally:
-        client.close()
 
 
 def limits_of(response: Any) -> tuple[int, int]:
@@ -100,10 +83,9 @@ def test_the_rate_limit_headers_are_readable_cross_origin(
 
 
 def test_a_limit_holds_across_two_instances_sharing_redis(
-    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], redis_url: str
 ) -> None:
-    redis_or_skip()
-    settings = make_settings(rate_limit_storage_uri=REDIS_URL, rate_limit_per_user="4/minute")
+    settings = make_settings(rate_limit_storage_uri=redis_url, rate_limit_per_user="4/minute")
     one, two = make_client(settings), make_client(settings)
     user = f"u{uuid.uuid4().hex[:8]}"
     token = bearer(sign({"sub": user}))
@@ -116,10 +98,9 @@ def test_a_limit_holds_across_two_instances_sharing_redis(
 
 
 def test_login_limits_hold_across_two_instances_sharing_redis(
-    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], redis_url: str
 ) -> None:
-    redis_or_skip()
-    settings = make_settings(rate_limit_storage_uri=REDIS_URL, rate_limit_auth_per_address="2/minute")
+    settings = make_settings(rate_limit_storage_uri=redis_url, rate_limit_auth_per_address="2/minute")
     one, two = make_client(settings), make_client(settings)
     wrong = {"email": "nobody@example.com", "password": "wrong password"}
     assert one.post("/auth/login", json=wrong).status_code == 401
