@@ -8,6 +8,7 @@ import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from limits import parse
 from limits.storage import storage_from_string
@@ -18,6 +19,8 @@ log = logging.getLogger("todo.settings")
 
 MIN_SECRET_LENGTH = 32
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+# Hosts production may fetch the JWKS from over plain http://: this machine.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def normalize_database_url(url: str) -> str:
@@ -238,6 +241,24 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _production_jwks_url(self) -> "Settings":
+        """Over http://, anyone on the way to the issuer could serve keys of their own and sign
+        any token: production fetches the JWKS over https://, or in the clear from this machine."""
+        url = self.jwks_url
+        if self.environment != "production" or url is None:
+            return self
+        if not set(self.jwt_algorithms) & set(ASYMMETRIC_ALGORITHMS):
+            return self  # no JWKS token is accepted, so the keys are never fetched
+        if urlsplit(url).scheme == "http" and urlsplit(url).hostname not in LOCAL_HOSTS:
+            name = "JWT_JWKS_URL" if self.jwt_jwks_url else "BETTER_AUTH_URL"
+            value = self.jwt_jwks_url or self.better_auth_url
+            raise ValueError(
+                f"ENVIRONMENT=production refuses {name}={value}: the JWKS must be fetched over "
+                "https:// (http:// only from localhost, 127.0.0.1 or ::1)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret(self) -> "Settings":

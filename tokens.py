@@ -3,20 +3,25 @@
 Run `python tokens.py USER_ID` to print a development token signed with the configured secret.
 """
 
+import asyncio
 import base64
 import json
 import logging
+import ssl
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
+import h11
 import jwt
 from anyio import to_thread
+from anyio.abc import ByteStream
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
@@ -30,8 +35,12 @@ log = logging.getLogger("todo.tokens")
 MAX_TOKEN_BYTES = 8 * 1024
 MAX_JTI_LENGTH = 64  # revoked_token.jti
 MAX_JWKS_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # of the JWKS response's status line and headers
 ACCEPTED_TYPES = {None, "jwt", "at+jwt", "application/at+jwt"}
 SESSION_CACHE_AUDIENCE = "better-auth:session-cache"
+# The `aud` of the service's own tokens (/auth/login, `python tokens.py`): they are signed with
+# the frontend's secret too, and this is what tells them apart from the frontend's HS256 tokens.
+OWN_TOKEN_AUDIENCE = "todo-api:accounts"  # noqa: S105 (an audience, not a secret)
 # What each key type may sign, for JWKS entries that do not name their `alg`.
 KEY_ALGORITHMS: dict[tuple[Any, Any], set[str]] = {
     ("OKP", "Ed25519"): {"EdDSA"},
@@ -63,99 +72,175 @@ class Principal:
         return self.claims.get("jti")
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class KeySet:
+    """The issuer's public keys, fetched from its JWKS on the event loop and kept in memory.
 
+    Worker threads are as few as database connections, so nothing here takes one: the fetch is
+    an HTTP/1.1 GET on the event loop (anyio streams, h11), and the requests that need it wait
+    for it as coroutines. At most one fetch runs at a time, shared by every request waiting for
+    it, and JWKS_TIMEOUT_SECONDS bounds all of it (name lookup, connect, TLS, every read), so a
+    trickling issuer cannot hold requests longer. Redirects are not followed: the keys come from
+    the configured address or not at all. The document is capped at MAX_JWKS_BYTES.
 
-class KeySet(jwt.PyJWKClient):
-    """The issuer's public keys: PyJWKClient's fetching and caching, plus what it lacks.
+    Also: cached keys keep working while the issuer is down, with one fetch attempt per cooldown;
+    tokens without `kid` are usable when exactly one published key fits the algorithm; keys that
+    do not name their `alg` are matched by key type, so one RSA key serves RS256 and PS256.
 
-    Added here: a size cap on the JWKS document; cached keys kept working while the issuer is
-    down (with one fetch attempt per cooldown, not one per request); tokens without `kid`
-    (usable when exactly one published key fits the algorithm); keys that do not name their
-    `alg` matched by key type, so one RSA key serves RS256 and PS256; and an unknown `kid`
-    refetching at once, at most once per cooldown, so made-up key ids cannot hammer the issuer.
+    An unknown `kid` (a rotated key) refetches at once, at most once per cooldown. Requests that
+    arrive while that refetch is under way wait for it; afterwards, for the rest of the cooldown,
+    a kid that is not in the keys is refused at once: no fetch, and no wait on one under way.
     """
 
     def __init__(self, url: str, *, ttl: float, cooldown: float, timeout: float) -> None:
-        super().__init__(
-            url,
-            cache_jwk_set=True,
-            lifespan=max(ttl, 1e-6),  # 0 means "fetch on every request"; PyJWT needs > 0
-            timeout=timeout,
-            headers={"Accept": "application/json"},
-            cooldown_duration=cooldown,
-        )
+        self.url = url
+        self.ttl = ttl
         self.cooldown = cooldown
+        self.timeout = timeout
         self._published: list[dict[str, Any]] | None = None  # the last good document's keys
-        self._fetched: list[dict[str, Any]] = []
-        self._keys: dict[tuple[str | None, str], jwt.PyJWK] = {}
-        self._failed_at = -float("inf")
+        self._keys: dict[tuple[str | None, str], jwt.PyJWK] = {}  # built from _published
+        self._fetched_at = -float("inf")  # when the fetch that gave _published started
+        self._started_at = -float("inf")  # when the last fetch (good or not) started
+        self._failed_at = -float("inf")  # when the last failed fetch ended
         self._unknown_kid_fetch_at = -float("inf")
-        self._lock = threading.Lock()
+        self._fetch: _Fetch | None = None  # the one under way
 
     def cached_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         """The key from memory if it is there and fresh; None means `signing_key` must run."""
-        assert self.jwk_set_cache is not None
-        if self.jwk_set_cache.get() is None:
+        if not self._fresh(time.monotonic()):
             return None
         return self._keys.get((kid, alg))
 
-    def signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        """Find the key, fetching the JWKS if needed. Blocking: call it from a worker thread."""
-        with self._lock:
-            now = time.monotonic()
-            assert self.jwk_set_cache is not None
-            if self.jwk_set_cache.get() is None:
-                self._try_fetch(now)
+    async def signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        """Find the key, fetching the JWKS if needed (AuthError if unknown, KeysUnavailable if
+        there are no keys and the issuer cannot be reached)."""
+        arrived = time.monotonic()
+        key = self._find(kid, alg)
+        if key is None and self._refusing(arrived):
+            raise AuthError("Token signing key is unknown")
+        if not self._fresh(arrived):
+            await self._refresh(arrived)
             key = self._find(kid, alg)
-            if key is None and now - self._unknown_kid_fetch_at >= self.cooldown:
-                self._unknown_kid_fetch_at = now
-                self._try_fetch(now)
-                key = self._find(kid, alg)
-            if key is None:
-                raise AuthError("Token signing key is unknown")
-            return key
+        if self._published is None:
+            raise KeysUnavailable
+        if key is None and self._may_refetch(arrived):
+            await self._refresh(arrived, for_unknown_kid=True)
+            key = self._find(kid, alg)
+        if key is None:
+            raise AuthError("Token signing key is unknown")
+        return key
 
-    def fetch_data(self) -> Any:
-        """The JWKS document, at most MAX_JWKS_BYTES, without following redirects."""
-        request = urllib.request.Request(self.uri, headers=self.headers)  # noqa: S310 (http(s) only)
-        with urllib.request.build_opener(_NoRedirects).open(request, timeout=self.timeout) as response:
-            body = response.read(MAX_JWKS_BYTES + 1)
-        if len(body) > MAX_JWKS_BYTES:
-            raise ValueError("JWKS document too large")
-        keys = json.loads(body).get("keys")
-        if not isinstance(keys, list):
-            raise ValueError("JWKS document has no key list")
-        published = [
-            jwk
-            for jwk in keys
-            if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig" and jwk.get("kty") != "oct"
-        ]
-        self._fetched = published
-        return {"keys": published}
+    def _fresh(self, now: float) -> bool:
+        return self._published is not None and now - self._fetched_at < self.ttl
 
-    def _try_fetch(self, now: float) -> None:
-        if now - self._failed_at < self.cooldown:
-            if self._published is None:
-                raise KeysUnavailable
-            return
+    def _refusing(self, now: float) -> bool:
+        """Whether an unknown kid is refused now without a fetch or a wait: an unknown kid made
+        the service refetch within the cooldown, and that refetch is over."""
+        under_way = self._fetch is not None and self._fetch.for_unknown_kid
+        return not under_way and now - self._unknown_kid_fetch_at < self.cooldown
+
+    def _may_refetch(self, arrived: float) -> bool:
+        """Whether a kid missing from the keys is worth a (shared) refetch."""
+        if self._fetch is not None and self._fetch.for_unknown_kid:
+            return True  # one is under way: its answer may have the key
+        now = time.monotonic()
+        return (
+            now - self._unknown_kid_fetch_at >= self.cooldown
+            and now - self._failed_at >= self.cooldown
+            # A fetch that started after the token arrived has already answered it.
+            and self._started_at < arrived
+        )
+
+    async def _refresh(self, now: float, *, for_unknown_kid: bool = False) -> None:
+        """Wait for the fetch under way, or start one (not within the cooldown of a failure,
+        unless an unknown kid asks: `_may_refetch` checked that)."""
+        if self._fetch is None:
+            if not for_unknown_kid and now - self._failed_at < self.cooldown:
+                return
+            self._started_at = time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._run_fetch(self._started_at))
+            self._fetch = _Fetch(task)
+        if for_unknown_kid and not self._fetch.for_unknown_kid:
+            self._fetch.for_unknown_kid = True
+            self._unknown_kid_fetch_at = self._started_at
+        # Shielded: a waiting request that is cancelled (its client left) leaves the fetch to
+        # the others. The task never raises: its outcome is in the state it leaves.
+        await asyncio.shield(self._fetch.task)
+
+    async def _run_fetch(self, started_at: float) -> None:
         try:
-            self.get_jwk_set(refresh=True)  # fetch_data(), parsed and cached by PyJWKClient
-        except Exception as exc:  # network, HTTP, JSON, no usable key: all mean "issuer unavailable"
-            self._failed_at = now
-            log.warning("Could not fetch JWKS from %s: %s", self.uri, exc)
-            if self._published is None:
-                raise KeysUnavailable from exc
-            return
-        self._published = self._fetched
-        self._keys.clear()
+            async with asyncio.timeout(self.timeout):
+                body = await self._download()
+            published = usable_keys(body)
+        except Exception as exc:  # network, TLS, HTTP, timeout, JSON, no usable key: "unavailable"
+            self._failed_at = time.monotonic()
+            reason = f"no answer within {self.timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            log.warning("Could not fetch JWKS from %s: %s", self.url, reason)
+        else:
+            self._published = published
+            self._keys.clear()
+            self._fetched_at = started_at
+        finally:
+            self._fetch = None
+
+    async def _download(self) -> bytes:
+        """GET the JWKS document: a 2xx body of at most MAX_JWKS_BYTES, anything else an error."""
+        url = urlsplit(self.url)
+        host = url.hostname
+        if url.scheme not in ("http", "https") or not host:
+            raise ValueError("the JWKS URL is not an http(s) URL")
+        tls = url.scheme == "https"
+        port = url.port or (443 if tls else 80)
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        stream: ByteStream
+        if tls:  # a fresh default context: the system's CAs (or SSL_CERT_FILE's), hostname checked
+            context = ssl.create_default_context()
+            stream = await anyio.connect_tcp(
+                host, port, ssl_context=context, tls_hostname=host, tls_standard_compatible=False
+            )
+        else:
+            stream = await anyio.connect_tcp(host, port)
+        async with stream:
+            http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+            request = h11.Request(
+                method="GET",
+                target=target,
+                headers=[
+                    ("Host", url.netloc.rpartition("@")[2]),
+                    ("Accept", "application/json"),
+                    ("User-Agent", "todo-api"),
+                    ("Connection", "close"),
+                ],
+            )
+            await stream.send(http.send(request) + http.send(h11.EndOfMessage()))
+            body = bytearray()
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    try:
+                        data = await stream.receive(64 * 1024)
+                    except anyio.EndOfStream:
+                        data = b""
+                    http.receive_data(data)
+                elif isinstance(event, h11.Response):
+                    if not 200 <= event.status_code < 300:
+                        # A redirect is not followed: the keys come from the URL configured.
+                        location = dict(event.headers).get(b"location", b"").decode("latin-1")
+                        moved = f" (redirect to {location}, not followed)" if location else ""
+                        raise ValueError(f"HTTP {event.status_code}{moved}")
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ValueError("JWKS document too large")
+                elif isinstance(event, h11.EndOfMessage):
+                    return bytes(body)
+                elif isinstance(event, h11.ConnectionClosed):  # pragma: no cover (h11 raises first)
+                    raise ValueError("connection closed before the end of the document")
 
     def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         if (kid, alg) in self._keys:
             return self._keys[(kid, alg)]
-        assert self._published is not None
+        if self._published is None:
+            return None
         # Without a kid, a key is usable only if exactly one published key fits the algorithm.
         candidates = [jwk for jwk in self._published if kid is None or jwk.get("kid") == kid]
         matches = [jwk for jwk in candidates if _key_signs(jwk, alg)]
@@ -169,9 +254,41 @@ class KeySet(jwt.PyJWKClient):
         return key
 
 
+@dataclass(slots=True)
+class _Fetch:
+    task: "asyncio.Task[None]"
+    for_unknown_kid: bool = False  # some request waits for it to find a kid the keys lack
+
+
+def usable_keys(document: bytes) -> list[dict[str, Any]]:
+    """The signing keys of a JWKS document; ValueError if it is not one or none is usable."""
+    parsed = json.loads(document)
+    keys = parsed.get("keys") if isinstance(parsed, dict) else None
+    if not isinstance(keys, list):
+        raise ValueError("JWKS document has no key list")
+    published = [
+        jwk
+        for jwk in keys
+        if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig" and jwk.get("kty") != "oct"
+    ]
+    # One usable key is enough to accept the document; the others are built when a token names
+    # them. (Building them all here, on the event loop, could take long for a large document.)
+    if not any(_usable(jwk) for jwk in published):
+        raise ValueError("JWKS document has no usable signing key")
+    return published
+
+
+def _usable(jwk: dict[str, Any]) -> bool:
+    try:
+        jwt.PyJWK(jwk)
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
 def _key_signs(jwk: dict[str, Any], alg: str) -> bool:
     if "alg" in jwk:
-        return jwk["alg"] == alg
+        return bool(jwk["alg"] == alg)
     kty = jwk.get("kty")
     crv = None if kty == "RSA" else jwk.get("crv")
     return alg in KEY_ALGORITHMS.get((kty, crv), set())
@@ -234,8 +351,9 @@ def explicit_or_base_url(explicit: str | None, base_url: str | None) -> str | li
 class TokenVerifier:
     """Answers one question, `verify(token) -> Principal`: who is this, or why not (AuthError).
 
-    Built once per app. A shared-secret token, or one whose JWKS key is cached, is checked on
-    the event loop with no thread hop; only a key fetch or a revocation reload leaves it.
+    Built once per app. Every token is checked on the event loop with no thread hop, a JWKS
+    fetch included (see KeySet); only a revocation reload takes a worker thread. A shared-secret
+    token never waits for a JWKS fetch.
     """
 
     def __init__(self, settings: Settings, revocations: RevocationList) -> None:
@@ -247,7 +365,10 @@ class TokenVerifier:
         self.leeway = settings.jwt_leeway_seconds
         self.subject_claims = tuple(settings.jwt_subject_claims)
         self.hs_issuer = settings.jwt_issuer
-        self.hs_audience = settings.jwt_audience
+        # With JWT_AUDIENCE set, HS256 tokens are bound to an audience: the frontend's must
+        # carry it, the service's own carry theirs. Unset, `aud` is not checked (Better Auth's
+        # shared-secret route sets none), and own tokens pass like any other.
+        self.hs_audience = [settings.jwt_audience, OWN_TOKEN_AUDIENCE] if settings.jwt_audience else None
         self.jwks_issuer = explicit_or_base_url(settings.jwt_issuer, settings.better_auth_url)
         self.jwks_audience = explicit_or_base_url(settings.jwt_audience, settings.better_auth_url)
         self.keys = (
@@ -268,7 +389,7 @@ class TokenVerifier:
         if header["alg"] != "HS256":
             assert self.keys is not None  # header() refuses asymmetric tokens without a JWKS
             kid, alg = header.get("kid"), header["alg"]
-            key = self.keys.cached_key(kid, alg) or await to_thread.run_sync(self.keys.signing_key, kid, alg)
+            key = self.keys.cached_key(kid, alg) or await self.keys.signing_key(kid, alg)
         principal = self.decode(token, header, key)
         if principal.jti is not None:
             if self.revocations.stale:
@@ -368,7 +489,11 @@ def usable_id(value: str, max_length: int) -> bool:
 def mint_token(
     settings: Settings, user_id: str, *, minutes: int | None = None, **claims: Any
 ) -> tuple[str, int]:
-    """An HS256 access token for `user_id`, with a `jti` so that it can be revoked."""
+    """An HS256 access token for `user_id`, with a `jti` so that it can be revoked.
+
+    Its `aud` is OWN_TOKEN_AUDIENCE, never JWT_AUDIENCE: whatever accepts the frontend's tokens
+    by their audience (this service's checks included) can tell these apart.
+    """
     lifetime = (minutes or settings.access_token_minutes) * 60
     now = int(time.time())
     payload: dict[str, Any] = {
@@ -380,8 +505,7 @@ def mint_token(
     }
     if settings.jwt_issuer:
         payload["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        payload["aud"] = settings.jwt_audience
+    payload["aud"] = OWN_TOKEN_AUDIENCE
     return jwt.encode(payload, settings.secret, algorithm="HS256"), lifetime
 
 

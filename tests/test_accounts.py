@@ -12,6 +12,7 @@ from sqlalchemy import text
 from db import make_engine
 from settings import Settings
 from testkit import bearer, services_of, sign
+from tokens import OWN_TOKEN_AUDIENCE
 
 PASSWORD = "correct horse battery"
 
@@ -143,9 +144,10 @@ def test_own_tokens_carry_jti_issuer_and_audience(
         result["access_token"],
         settings.secret,
         algorithms=["HS256"],
-        audience="todo",
+        audience=OWN_TOKEN_AUDIENCE,  # their own, not JWT_AUDIENCE (the frontend's tokens')
         issuer="https://todo.example",
     )
+    assert claims["aud"] == OWN_TOKEN_AUDIENCE
     assert claims["sub"] == result["user"]["id"]
     assert claims["jti"]
     assert claims["exp"] - claims["iat"] == 300 == result["expires_in"]

@@ -4,17 +4,21 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Literal, TypeVar
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from settings import Settings
-from testkit import bearer, sign
+from testkit import base_settings, bearer, run_together, sign
 from testkit.issuer import ALGORITHMS, Issuer, SigningKey, generate_key
 from tokens import MAX_JWKS_BYTES
 
@@ -22,6 +26,7 @@ USER = uuid.uuid4().hex  # Better Auth user ids are 32-character strings
 TASKS = f"/api/{USER}/tasks"
 UNKNOWN_KEY = "Token signing key is unknown"
 KEYS_UNAVAILABLE = "Token signing keys are unavailable: the issuer cannot be reached"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -357,3 +362,227 @@ def test_asymmetric_tokens_without_jwks_configured_are_401(
     client = make_client(make_settings())
     assert_401(client.get(TASKS, headers=bearer(issuer.token(sub=USER))), "Token algorithm is not accepted")
     assert issuer.requests == 0
+
+
+# --- a slow, redirecting or plain-http issuer -------------------------------------------------
+
+TIMEOUT = 1.0  # JWKS_TIMEOUT_SECONDS in the slow-issuer tests
+MARGIN = 0.75  # what a loaded test machine may add to it
+SLOW = (12, 0.25)  # 12 pieces a quarter second apart: 2.75 s in all, each read well within TIMEOUT
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    start = time.monotonic()
+    result = call()
+    return result, time.monotonic() - start
+
+
+def test_a_trickling_issuer_is_cut_off_at_the_timeout_in_total(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    """JWKS_TIMEOUT_SECONDS bounds the whole fetch, not each read: an issuer that sends a byte
+    now and then would otherwise hold the request for as long as it likes."""
+    client = make_client(jwks_settings(jwks_timeout_seconds=TIMEOUT))
+    issuer.trickle = SLOW
+    response, elapsed = timed(lambda: client.get(TASKS, headers=bearer(issuer.token(sub=USER))))
+    assert response.status_code == 503
+    assert response.json() == {"detail": KEYS_UNAVAILABLE}
+    assert elapsed < TIMEOUT + MARGIN
+    assert issuer.requests == 1
+
+
+def test_a_flood_of_unknown_kids_against_a_slow_issuer_fetches_once_and_holds_no_thread(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    """Fifty made-up kids while the issuer is slow: one fetch, all refused by the deadline, and
+    shared-secret requests (whose database work needs a worker thread) served meanwhile."""
+    # Four worker threads: far fewer than the flood, as in production, where they match the pool.
+    settings = jwks_settings(jwks_timeout_seconds=TIMEOUT, db_pool_size=4, db_max_overflow=0)
+    client = make_client(settings)
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    issuer.trickle = SLOW
+    flood = [issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex}) for _ in range(50)]
+    answers: list[tuple[int, float]] = []
+
+    def flood_them() -> None:
+        def one(n: int) -> tuple[int, float]:
+            response, elapsed = timed(lambda: client.get(TASKS, headers=bearer(flood[n])))
+            return response.status_code, elapsed
+
+        answers.extend(run_together(one, len(flood)))
+
+    flooding = threading.Thread(target=flood_them)
+    flooding.start()
+    assert issuer.trickling.wait(5), "the flood did not make the issuer fetch"
+    hs256 = bearer(sign({"sub": USER}))
+    for _ in range(5):
+        response, elapsed = timed(lambda: client.get(TASKS, headers=hs256))
+        assert response.status_code == 200
+        assert elapsed < 1.0
+    assert flooding.is_alive(), "the shared-secret requests were to run while the fetch was slow"
+    flooding.join()
+    assert [status for status, _ in answers] == [401] * len(flood)  # the first fetch's keys are kept
+    assert max(elapsed for _, elapsed in answers) < TIMEOUT + MARGIN
+    assert issuer.requests == 2
+
+
+def test_a_kid_refused_just_now_is_refused_at_once(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    """After an unknown kid made the service refetch, unknown kids (that one or others) are
+    refused for the cooldown, at once and without a fetch."""
+    client = make_client(jwks_settings(jwks_timeout_seconds=TIMEOUT, jwks_refetch_cooldown_seconds=60))
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    refused = issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex})
+    assert_401(client.get(TASKS, headers=bearer(refused)), UNKNOWN_KEY)
+    assert issuer.requests == 2
+    issuer.trickle = SLOW  # a fetch now would take the whole timeout
+    for token in (refused, issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex})):
+        response, elapsed = timed(partial(client.get, TASKS, headers=bearer(token)))
+        assert_401(response, UNKNOWN_KEY)
+        assert elapsed < 0.5
+    assert issuer.requests == 2
+
+
+def test_a_kid_refused_just_now_does_not_wait_for_a_refresh_under_way(
+    make_client: Callable[..., TestClient], jwks_settings: Callable[..., Settings], issuer: Issuer
+) -> None:
+    """Within that cooldown, a refresh of stale keys under way (slowly) is not waited for either."""
+    client = make_client(
+        jwks_settings(jwks_timeout_seconds=TIMEOUT, jwks_cache_seconds=2, jwks_refetch_cooldown_seconds=60)
+    )
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+    refused = issuer.token(sub=USER, headers={"kid": uuid.uuid4().hex})
+    assert_401(client.get(TASKS, headers=bearer(refused)), UNKNOWN_KEY)
+    time.sleep(2)  # the keys are now stale: the next JWKS token refreshes them, slowly
+    issuer.trickle = SLOW
+    refreshing = threading.Thread(target=lambda: client.get(TASKS, headers=bearer(issuer.token(sub=USER))))
+    refreshing.start()
+    assert issuer.trickling.wait(5)
+    response, elapsed = timed(lambda: client.get(TASKS, headers=bearer(refused)))
+    assert_401(response, UNKNOWN_KEY)
+    assert elapsed < 0.5
+    refreshing.join()
+    assert issuer.requests == 3
+
+
+def test_requests_with_a_new_kid_share_the_one_refetch(
+    make_client: Callable[..., TestClient],
+    jwks_settings: Callable[..., Settings],
+    issuer: Issuer,
+    signing_keys: dict[str, SigningKey],
+) -> None:
+    """A rotated key's first requests often come together (a page loading): the ones that
+    arrive while its refetch is under way wait for it and are served, not refused."""
+    client = make_client(jwks_settings())
+    old = signing_keys["EdDSA"]
+    issuer.publish(old)
+    assert client.get(TASKS, headers=bearer(issuer.token(key=old, sub=USER))).status_code == 200
+    new = SigningKey("EdDSA", generate_key("EdDSA"))
+    issuer.publish(new, old)
+    issuer.trickle = (4, 0.1)
+    token = issuer.token(key=new, sub=USER)
+    statuses = run_together(lambda _: client.get(TASKS, headers=bearer(token)).status_code, 10)
+    assert statuses == [200] * 10
+    assert issuer.requests == 2
+
+
+def test_a_redirect_from_the_jwks_url_is_not_followed(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    issuer: Issuer,
+    signing_keys: dict[str, SigningKey],
+) -> None:
+    """The issuer's address is the one configured: a redirect elsewhere is a failed fetch, even
+    when the other end would have served the right keys."""
+    target = Issuer(signing_keys)
+    try:
+        issuer.redirect_to = f"{target.url}/api/auth/jwks"
+        client = make_client(make_settings(better_auth_url=issuer.url))
+        response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
+        assert response.status_code == 503
+        assert response.json() == {"detail": KEYS_UNAVAILABLE}
+        assert issuer.requests == 1
+        assert target.requests == 0
+    finally:
+        target.close()
+
+
+@pytest.fixture
+def tls_issuer(signing_keys: dict[str, SigningKey]) -> Iterator[Issuer]:
+    issuer = Issuer(signing_keys, tls=True)
+    yield issuer
+    issuer.close()
+
+
+def test_an_https_issuer_is_fetched_with_its_certificate_checked(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tls_issuer: Issuer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert tls_issuer.url.startswith("https://") and tls_issuer.ca_file is not None
+    token = tls_issuer.token(sub=USER)
+    untrusting = make_client(make_settings(better_auth_url=tls_issuer.url))
+    assert untrusting.get(TASKS, headers=bearer(token)).status_code == 503  # unknown CA: refused
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_issuer.ca_file))
+    trusting = make_client(make_settings(better_auth_url=tls_issuer.url))
+    assert trusting.get(TASKS, headers=bearer(token)).status_code == 200
+
+
+PRODUCTION = {"environment": "production", "allowed_hosts": "api.example.com"}
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        {"better_auth_url": "http://auth.example.com"},
+        {"jwt_jwks_url": "http://auth.example.com/api/auth/jwks"},
+        {"better_auth_url": "https://auth.example.com", "jwt_jwks_url": "http://10.0.0.7:3000/jwks"},
+        {"better_auth_url": "http://localhost.example.com"},
+    ],
+    ids=["base-url", "jwks-url", "jwks-url-over-an-https-base", "localhost-lookalike"],
+)
+def test_production_refuses_a_plain_http_jwks_url(urls: dict[str, str]) -> None:
+    name = "JWT_JWKS_URL" if "jwt_jwks_url" in urls else "BETTER_AUTH_URL"
+    with pytest.raises(ValidationError, match=f"ENVIRONMENT=production refuses {name}=http://"):
+        base_settings("sqlite://", **PRODUCTION, **urls)
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        {"better_auth_url": "https://auth.example.com"},
+        {"jwt_jwks_url": "https://auth.example.com/api/auth/jwks"},
+        {"better_auth_url": "http://localhost:3000"},
+        {"better_auth_url": "http://LOCALHOST:3000"},
+        {"better_auth_url": "http://127.0.0.1:3000"},
+        {"jwt_jwks_url": "http://[::1]:3000/api/auth/jwks"},
+        {"better_auth_url": "http://auth.example.com", "jwt_jwks_url": "https://auth.example.com/jwks"},
+        {"better_auth_url": "http://auth.example.com", "jwt_algorithms": "HS256"},  # never fetched
+    ],
+)
+def test_production_accepts_https_and_local_http_jwks_urls(urls: dict[str, str]) -> None:
+    assert base_settings("sqlite://", **PRODUCTION, **urls).environment == "production"
+
+
+def test_plain_http_jwks_urls_are_fine_outside_production() -> None:
+    settings = base_settings("sqlite://", better_auth_url="http://auth.example.com")
+    assert settings.jwks_url == "http://auth.example.com/api/auth/jwks"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_the_document_is_read_however_its_end_is_told(
+    client: TestClient, issuer: Issuer, framing: Literal["length", "chunked", "close"]
+) -> None:
+    issuer.framing = framing
+    assert client.get(TASKS, headers=bearer(issuer.token(sub=USER))).status_code == 200
+
+
+def test_a_jwks_without_a_usable_signing_key_is_an_unavailable_issuer(
+    client: TestClient, issuer: Issuer
+) -> None:
+    issuer.published = [{"kty": "oct", "k": "c2VjcmV0", "kid": "shared"}, {"kty": "RSA", "kid": "broken"}]
+    response = client.get(TASKS, headers=bearer(issuer.token(sub=USER)))
+    assert response.status_code == 503
+    assert response.json() == {"detail": KEYS_UNAVAILABLE}

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from settings import Settings
 from testkit import TEST_SECRET, bearer, sign
+from tokens import OWN_TOKEN_AUDIENCE, mint_token
 
 TASKS = "/api/alice/tasks"
 
@@ -245,3 +246,43 @@ def test_refused_token_stores_nothing(client: TestClient, alice: dict) -> None:
     forged = sign({"sub": "alice"}, secret="z" * 40)
     assert client.post(TASKS, json={"title": "x"}, headers=bearer(forged)).status_code == 401
     assert client.get(TASKS, headers=alice).json() == []
+
+
+# --- the service's own tokens and the frontend's, told apart by `aud` ------------------------
+
+FRONTEND_AUDIENCE = "https://app.example"
+
+
+@pytest.mark.parametrize("jwt_audience", [None, FRONTEND_AUDIENCE])
+def test_own_tokens_carry_their_own_audience(
+    make_settings: Callable[..., Settings], jwt_audience: str | None
+) -> None:
+    token, _ = mint_token(make_settings(jwt_audience=jwt_audience), "alice")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["aud"] == OWN_TOKEN_AUDIENCE != FRONTEND_AUDIENCE
+
+
+def test_jwt_audience_binds_the_frontends_hs256_tokens_and_own_tokens_still_work(
+    make_settings: Callable[..., Settings], make_client
+) -> None:
+    settings = make_settings(jwt_audience=FRONTEND_AUDIENCE)
+    client = make_client(settings)
+    own, _ = mint_token(settings, "alice")
+    assert client.get(TASKS, headers=bearer(own)).status_code == 200
+    frontend = sign({"sub": "alice", "aud": FRONTEND_AUDIENCE})
+    assert client.get(TASKS, headers=bearer(frontend)).status_code == 200
+    wrong = sign({"sub": "alice", "aud": "https://another-app.example"})
+    assert_401(client.get(TASKS, headers=bearer(wrong)), "Token audience is not accepted")
+    without = sign({"sub": "alice"})
+    assert_401(client.get(TASKS, headers=bearer(without)), "Token has no 'aud' claim")
+
+
+def test_without_jwt_audience_hs256_tokens_need_no_audience(
+    make_settings: Callable[..., Settings], make_client
+) -> None:
+    """Better Auth's shared-secret route sets no `aud`: its tokens work as long as JWT_AUDIENCE
+    is unset, and so do the service's own, which carry one."""
+    settings = make_settings()
+    client = make_client(settings)
+    assert client.get(TASKS, headers=bearer(sign({"sub": "alice"}))).status_code == 200
+    assert client.get(TASKS, headers=bearer(mint_token(settings, "alice")[0])).status_code == 200
