@@ -12,7 +12,7 @@ from passwords import LoginThrottle, PasswordHasher
 from ratelimit import RateLimits
 from schemas import ErrorDetail
 from settings import Settings
-from tokens import AuthError, KeysUnavailable, Principal, RevocationList, TokenVerifier
+from tokens import AuthError, KeysUnavailable, Principal, RevocationFeed, RevocationList, TokenVerifier
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -27,6 +27,7 @@ class Services:
     verifier: TokenVerifier
     revocations: RevocationList
     limits: RateLimits
+    revocation_feed: RevocationFeed | None = None  # with the limits in Redis
     hasher: PasswordHasher | None = None  # with accounts enabled
     logins: LoginThrottle | None = None
 
@@ -50,10 +51,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         yield session
 
 
-async def get_revocations(request: Request) -> RevocationList:
-    return services(request).revocations
-
-
 async def get_hasher(request: Request) -> PasswordHasher:
     hasher = services(request).hasher
     assert hasher is not None, "the account routes are mounted only with accounts enabled"
@@ -69,7 +66,6 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
-RevocationsDep = Annotated[RevocationList, Depends(get_revocations)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 

@@ -27,7 +27,7 @@ from passwords import LoginThrottle, PasswordHasher
 from ratelimit import RateLimits
 from routes import auth, health, tasks
 from settings import Settings
-from tokens import RevocationList, TokenVerifier
+from tokens import RevocationFeed, RevocationList, TokenVerifier
 
 DESCRIPTION = """
 A multi-user task API. Every `/api/{user_id}/...` route needs a bearer token whose subject is
@@ -55,12 +55,20 @@ def build_services(settings: Settings) -> Services:
     revocations = RevocationList(engine, settings.revocation_refresh_seconds)
     accounts = settings.accounts_enabled
     limits = RateLimits(settings)
+    shared = not settings.rate_limit_storage_uri.removeprefix("async+").startswith("memory")
     return Services(
         settings=settings,
         database=Database(engine),
         verifier=TokenVerifier(settings, revocations),
         revocations=revocations,
         limits=limits,
+        revocation_feed=(
+            RevocationFeed(
+                settings.rate_limit_storage_uri, revocations, settings.rate_limit_storage_timeout_seconds
+            )
+            if shared
+            else None
+        ),
         hasher=PasswordHasher(settings) if accounts else None,
         logins=LoginThrottle(settings, limits) if accounts else None,
     )
@@ -95,6 +103,23 @@ async def sweeping(database: Database, settings: Settings) -> AsyncIterator[None
             await sweeper
 
 
+@asynccontextmanager
+async def feeding(services: Services) -> AsyncIterator[None]:
+    """Listen to the other instances' logouts, when revocations are shared through Redis."""
+    feed = services.revocation_feed
+    if feed is None:
+        yield
+        return
+    listener = asyncio.create_task(feed.listen(), name="revocation feed")
+    try:
+        yield
+    finally:
+        listener.cancel()
+        with suppress(asyncio.CancelledError):
+            await listener
+        await feed.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level)
@@ -106,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tune_threads(settings)
         if settings.migrate_on_startup:
             await to_thread.run_sync(migrate, engine)
-        async with batched_access_log(), sweeping(services.database, settings):
+        async with batched_access_log(), sweeping(services.database, settings), feeding(services):
             yield
         engine.dispose()
 

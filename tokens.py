@@ -326,6 +326,15 @@ class RevocationList:
     def is_revoked(self, jti: str) -> bool:
         return jti in self._revoked
 
+    def add(self, jti: str) -> None:
+        """Apply a revocation stored elsewhere (another instance's logout) here at once."""
+        with self._lock:
+            self._revoked = self._revoked | {jti}
+
+    def expire(self) -> None:
+        """Reload from the database at the next token check (revocations may have been missed)."""
+        self._loaded_at = -float("inf")
+
     def revoke(self, session: Session, jti: str, expires_at: datetime) -> None:
         """Store the revocation (idempotent) and apply it here at once."""
         # Expired revocations protect nothing: logouts are rare, so drop them here.
@@ -337,6 +346,62 @@ class RevocationList:
             session.rollback()
         with self._lock:
             self._revoked = self._revoked | {jti}
+
+
+class RevocationFeed:
+    """Each logout, pushed at once to every instance that shares the Redis of the rate limits.
+
+    The database stays the record of revocations, and each instance's periodic reload
+    (REVOCATION_REFRESH_SECONDS) the fallback: this only makes a logout reach the others within
+    milliseconds. While Redis is unreachable the feed waits and retries; once it is back, the
+    next token check reloads from the database whatever was published meanwhile.
+    """
+
+    CHANNEL = "todo:revoked-tokens"
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, url: str, revocations: RevocationList, timeout: float) -> None:
+        from redis.asyncio import Redis  # only with a Redis storage configured
+
+        url = url.removeprefix("async+").replace("redis+unix://", "unix://", 1)
+        self.revocations = revocations
+        # The health check pings a quiet subscription, so that a dead connection is noticed.
+        self.redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        self.listening = asyncio.Event()  # set while subscribed
+
+    async def publish(self, jti: str) -> None:
+        try:
+            await self.redis.publish(self.CHANNEL, jti)
+        except Exception as error:  # the other instances learn it at their next reload instead
+            log.warning("could not publish a revocation to Redis: %s", error)
+
+    async def listen(self) -> None:
+        """Apply the other instances' revocations as they come, until cancelled."""
+        complained = False
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.CHANNEL)
+                    self.revocations.expire()  # what was published before this subscription
+                    self.listening.set()
+                    complained = False
+                    while True:
+                        message = await pubsub.get_message(timeout=30.0)
+                        if message is not None and isinstance(message.get("data"), bytes):
+                            self.revocations.add(message["data"].decode("utf-8", "replace"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.listening.clear()
+                if not complained:
+                    log.warning("revocation feed: Redis unreachable, retrying: %s", error)
+                    complained = True
+                await asyncio.sleep(self.RETRY_SECONDS)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
 
 
 def explicit_or_base_url(explicit: str | None, base_url: str | None) -> str | list[str] | None:

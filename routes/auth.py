@@ -18,7 +18,6 @@ from dependencies import (
     DatabaseDep,
     HasherDep,
     LoginThrottleDep,
-    RevocationsDep,
     SessionDep,
     SettingsDep,
     services,
@@ -235,10 +234,11 @@ def me(principal: CurrentPrincipal, session: SessionDep) -> User:
         400: {"model": ErrorDetail, "description": "The token has no jti and cannot be revoked"},
     },
 )
-def logout(
-    principal: CurrentPrincipal, session: SessionDep, revocations: RevocationsDep, settings: SettingsDep
+async def logout(
+    principal: CurrentPrincipal, request: Request, database: DatabaseDep, settings: SettingsDep
 ) -> None:
-    if principal.jti is None:
+    jti = principal.jti
+    if jti is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             "This token has no jti and cannot be revoked here; sign out where it was issued",
@@ -248,4 +248,7 @@ def logout(
     # timestamp can hold.
     refused_from = int(principal.claims["exp"]) + settings.jwt_leeway_seconds
     expires_at = datetime.fromtimestamp(min(refused_from, MAX_TIMESTAMP), UTC)
-    revocations.revoke(session, principal.jti, expires_at)
+    found = services(request)
+    await database.run(found.revocations.revoke, jti, expires_at)
+    if found.revocation_feed is not None:  # the other instances, at once
+        await found.revocation_feed.publish(jti)

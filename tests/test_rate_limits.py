@@ -1,17 +1,20 @@
 """Rate limits: per user, per address without a token, per address on login and register;
 in memory or shared through Redis; failing open when Redis is gone."""
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from settings import Settings
-from testkit import bearer, sign
+from testkit import bearer, services_of, sign
 
 
 def limits_of(response: Any) -> tuple[int, int]:
@@ -140,3 +143,33 @@ def test_bad_rate_limit_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(ValidationError, match=name):
         values: dict[str, Any] = {name: value}
         Settings(_env_file=None, **values)
+
+
+def test_a_logout_reaches_the_other_instance_at_once_through_redis(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    # Reloads from the database every 5 s (the most allowed): a refusal within a second is Redis.
+    settings = make_settings(rate_limit_storage_uri=redis_url, revocation_refresh_seconds=5)
+    one, two = make_client(settings), make_client(settings)
+    for client in (one, two):
+        feed = services_of(client).revocation_feed
+        assert feed is not None
+        assert client.portal is not None
+        assert client.portal.call(wait_for, feed.listening)
+    body = {"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}
+    assert one.post("/auth/register", json=body).status_code == 201
+    token = one.post("/auth/login", json={"email": body["email"], "password": body["password"]}).json()
+    headers = bearer(token["access_token"])
+    assert two.get("/auth/me", headers=headers).status_code == 200  # two has loaded its revocations
+    assert one.post("/auth/logout", headers=headers).status_code == 204
+    deadline = time.monotonic() + 1.0
+    while (status := two.get("/auth/me", headers=headers).status_code) == 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert status == 401
+    assert two.get("/auth/me", headers=headers).json()["detail"] == "Token has been revoked"
+
+
+async def wait_for(event: asyncio.Event) -> bool:
+    with anyio.move_on_after(5):
+        await event.wait()
+    return event.is_set()
