@@ -7,8 +7,11 @@ PORT ?= 8000
 
 .PHONY: run test migrate lint format bench bench-load wrk token install install-dev clean
 
+# server.py's protocol bounds request heads and cuts off slow clients; an idle keep-alive
+# connection is closed after 5 s (raise it above a proxy's idle timeout behind one).
 run: install migrate
-	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) --http server:BoundedHttpToolsProtocol \
+		--timeout-keep-alive 5
 
 test: install-dev
 	$(BIN)/ruff check .

@@ -154,7 +154,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, password_login=settings.accounts_enabled, token_error=TOKEN_ERRORS[401]["description"]
     )
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        large_at_once=settings.large_body_concurrency,
+        large_wait=settings.large_body_wait_seconds,
+    )
     app.add_middleware(EmptyQueryValues)
     app.add_middleware(AllowedHosts, hosts=settings.hosts)
     docs_paths = [app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url]

@@ -1,5 +1,6 @@
 """HTTP plumbing: the body-size limit, error handlers (JSON, never a traceback), documented security."""
 
+import asyncio
 import json
 import logging
 import math
@@ -29,18 +30,29 @@ class AsciiJSONResponse(JSONResponse):
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with a JSON 413, before reading more of them."""
+    """Refuse request bodies over `limit` bytes with a JSON 413, before reading more of them;
+    and let at most `large_at_once` requests with a large body (over LARGE_BODY_BYTES, or of no
+    declared length) in at a time.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    A large body is read and parsed on the event loop, which every request shares: a flood of
+    them would hold other users' requests behind their parsing, and their memory adds up. The
+    others wait for a turn (the server stops reading their bodies meanwhile) for up to
+    `large_wait` seconds, then get 503 with Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, large_at_once: int, large_wait: float) -> None:
         self.app = app
         self.limit = limit
         self.detail = f"Request body is larger than {limit} bytes"
+        self.large = asyncio.Semaphore(large_at_once)
+        self.large_wait = large_wait
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
             await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
             return
@@ -54,7 +66,24 @@ class BodyLimit:
                 raise HTTPException(413, self.detail)
             return message
 
-        await self.app(scope, limited_receive, send)
+        large = int(length) > LARGE_BODY_BYTES if length.isdigit() else "transfer-encoding" in headers
+        if not large:
+            await self.app(scope, limited_receive, send)
+            return
+        try:
+            await asyncio.wait_for(self.large.acquire(), self.large_wait)
+        except TimeoutError:
+            response = JSONResponse({"detail": LARGE_BUSY}, status_code=503, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.large.release()
+
+
+LARGE_BODY_BYTES = 64 * 1024  # a bulk create of 25 full tasks; a single task is at most ~10 KiB
+LARGE_BUSY = "Too many large requests at once; retry after the time Retry-After says"
 
 
 class AllowedHosts:

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(900, ge=1)
     # Password hashes computed at once (each takes PASSWORD_HASH_MEMORY_KIB and a thread), and
     # how long a login or registration waits for a turn before it is answered 503.
-    password_hash_concurrency: int = Field(2, ge=1)
+    password_hash_concurrency: int = Field(1, ge=1)
     password_hash_wait_seconds: float = Field(2.0, gt=0)
 
     # Rate limits, one rate each in the `limits` notation ("300/minute", "20 per minute")
@@ -176,6 +176,19 @@ class Settings(BaseSettings):
     # HTTP
     # A bulk create of 100 tasks with every field full is about 240 KiB of ASCII (more in UTF-8).
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Requests with a body over 64 KiB let in at once (their parsing holds the event loop), and
+    # how long another waits for a turn before it is answered 503.
+    large_body_concurrency: int = Field(2, ge=1)
+    large_body_wait_seconds: float = Field(5.0, gt=0)
+    # Request heads and slow clients, enforced by server.py's protocol (what `make run` serves
+    # with): request line and header fields together, one field's name or value (above the
+    # 8 KiB a bearer token may take), the number of fields; how long a head may take to arrive,
+    # and how long a request body may go without sending anything.
+    http_max_header_bytes: int = Field(64 * 1024, ge=8 * 1024)
+    http_max_header_field_bytes: int = Field(16 * 1024, ge=1024)
+    http_max_headers: int = Field(100, ge=10)
+    http_header_timeout_seconds: float = Field(10.0, gt=0)
+    http_body_timeout_seconds: float = Field(30.0, gt=0)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
     # Host names the service answers to (`Host`); unset: the local names outside production,
     # and production refuses to start (name the public host, or `*` for any).

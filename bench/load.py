@@ -87,7 +87,8 @@ class App:
 
 SERVICE = App(
     "service",
-    ("main:app",),
+    # As `make run` serves it: with the bounds on request heads and slow clients.
+    ("main:app", "--http", "server:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5"),
     ("ENVIRONMENT", "DATABASE_URL", "BETTER_AUTH_SECRET", "ALLOWED_HOSTS", "RATE_LIMIT_PER_USER"),
 )
 # Not `bench.floor:app`: importing the bench package rewrites DATABASE_URL and BETTER_AUTH_SECRET.
