@@ -365,3 +365,54 @@ def test_pipelined_requests_are_all_answered(server: RunningServer) -> None:
 def test_the_server_runs_the_bounded_protocol(server: RunningServer) -> None:
     command = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
     assert b"server:BoundedHttpToolsProtocol" in command
+
+
+# --- proxies --------------------------------------------------------------------------------
+
+
+def forwarded(server: RunningServer, client: str) -> http.client.HTTPResponse:
+    """A task create as a proxy would pass it on: for `client`, received over HTTPS."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    headers = {
+        **bearer(sign({"sub": "alice"}, secret=server.secret)),
+        **JSON,
+        "X-Forwarded-For": client,
+        "X-Forwarded-Proto": "https",
+    }
+    connection.request("POST", "/api/alice/tasks", body=json.dumps({"title": "t"}), headers=headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["from-a-trusted-proxy", "from-anyone-else"])
+def test_forwarded_headers_count_only_from_the_proxies_trusted(tmp_path: Path, trusted: bool) -> None:
+    # uvicorn trusts FORWARDED_ALLOW_IPS (--forwarded-allow-ips); the test client is 127.0.0.1.
+    env = {
+        "FORWARDED_ALLOW_IPS": "127.0.0.1" if trusted else "192.0.2.10",
+        "RATE_LIMIT_UNAUTHENTICATED_PER_ADDRESS": "1/minute",
+    }
+    with make_run(tmp_path, env) as running:
+        response = forwarded(running, "203.0.113.5")
+        assert response.status == 201
+        location = response.getheader("Location") or ""
+        hsts = response.getheader("Strict-Transport-Security")
+        if trusted:  # the proxy says the client came over HTTPS: links and HSTS follow
+            assert location.startswith("https://127.0.0.1:")
+            assert hsts is not None and "max-age=" in hsts
+        else:  # a client cannot claim HTTPS, or another address, for itself
+            assert location.startswith("http://127.0.0.1:")
+            assert hsts is None
+
+        def anonymous(client: str) -> int:
+            connection = http.client.HTTPConnection(running.host, running.port, timeout=5)
+            connection.request("GET", "/api/alice/tasks", headers={"X-Forwarded-For": client})
+            status = connection.getresponse().status
+            connection.close()
+            return status
+
+        # One unauthenticated request a minute per client address: two forwarded clients are
+        # two addresses only when the proxy is trusted to say so.
+        assert anonymous("198.51.100.1") == 401
+        assert anonymous("198.51.100.2") == (401 if trusted else 429)
