@@ -1,6 +1,6 @@
 """The routes' dependencies: the services they use, who is asking, and whether they may."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from sqlmodel import Session
 
 from db import Database
+from metrics import KEYS_UNAVAILABLE, MISSING_TOKEN, Metrics, token_failure_reason
 from passwords import LoginThrottle, PasswordHasher
 from ratelimit import RateLimits
 from schemas import ErrorDetail
@@ -30,6 +31,7 @@ class Services:
     revocation_feed: RevocationFeed | None = None  # with the limits in Redis
     hasher: PasswordHasher | None = None  # with accounts enabled
     logins: LoginThrottle | None = None
+    metrics: Metrics | None = None  # with METRICS_ENABLED
 
 
 def services(request: Request) -> Services:
@@ -43,12 +45,6 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_database(request: Request) -> Database:
     return services(request).database
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session for the sync handlers (accounts); in autocommit, closing one does no I/O."""
-    with Session(services(request).database.engine) as session:
-        yield session
 
 
 async def get_hasher(request: Request) -> PasswordHasher:
@@ -65,7 +61,6 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
@@ -110,17 +105,24 @@ async def current_principal(request: Request) -> Principal:
     try:
         principal = await found.verifier.verify(bearer_token(request))
     except AuthError as exc:
+        if found.metrics is not None:
+            found.metrics.token_failed(token_failure_reason(exc.detail))
         await found.limits.unauthenticated(request)
         raise unauthorized(exc.detail) from None
     except HTTPException:  # no usable Authorization header at all
+        if found.metrics is not None:
+            found.metrics.token_failed(MISSING_TOKEN)
         await found.limits.unauthenticated(request)
         raise
     except KeysUnavailable:
+        if found.metrics is not None:
+            found.metrics.token_failed(KEYS_UNAVAILABLE)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "Token signing keys are unavailable: the issuer cannot be reached",
             headers={"Retry-After": "5"},
         ) from None
+    request.state.user_id = principal.user_id  # for the access log (observability.Observe)
     await found.limits.user(request, principal.user_id)
     return principal
 

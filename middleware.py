@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from db import is_outage
+
 log = logging.getLogger("todo")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -89,7 +91,8 @@ LARGE_BUSY = "Too many large requests at once; retry after the time Retry-After 
 class AllowedHosts:
     """Refuse a request whose `Host` is not one the service answers to (ALLOWED_HOSTS), with a
     JSON 400: `Location` and `Link` are built from it, so a forged one would send clients
-    elsewhere. The health probes answer whatever the host: a load balancer probes by address."""
+    elsewhere. The health probes and /metrics answer whatever the host: load balancers and
+    Prometheus reach the service by address."""
 
     def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
         self.app = app
@@ -107,7 +110,7 @@ class AllowedHosts:
         return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.any or scope["type"] not in ("http", "websocket") or scope["path"].startswith("/health"):
+        if self.any or scope["type"] not in ("http", "websocket") or scope["path"].startswith(ANY_HOST_PATHS):
             await self.app(scope, receive, send)
             return
         host = next((value for name, value in scope["headers"] if name == b"host"), None)
@@ -118,6 +121,8 @@ class AllowedHosts:
 
 
 BAD_HOST = "The Host header names a host this service does not answer to (see ALLOWED_HOSTS)"
+# Probes and Prometheus reach the service by address; neither answer is built from the host.
+ANY_HOST_PATHS = ("/health", "/metrics")
 
 
 API_PATHS = ("/api/", "/auth/")
@@ -127,30 +132,23 @@ BASE_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-# JSON answers need nothing loaded and no framing. The docs pages (Swagger UI, ReDoc) load their
-# scripts, styles and fonts from the CDNs FastAPI names, and start with an inline script.
-API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
-DOCS_POLICY = (
-    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    b"font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    b"https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
-)
+# JSON answers need nothing loaded and no framing. The docs pages (docs.py) set their own policy,
+# naming the hashes of their inline scripts.
+CSP = b"content-security-policy"
+API_POLICY = (CSP, b"default-src 'none'; frame-ancestors 'none'")
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 NO_STORE = (b"cache-control", b"no-store")
 
 
 class SecurityHeaders:
     """Security headers on every response: no sniffing, no referrer, no framing, a content
-    policy (one that lets /docs work there), `Cache-Control: no-store` on the API's answers
-    (unless a route set its own), and HSTS when the request came over HTTPS (directly, or
-    through a proxy trusted to say so). Also the RateLimit-* headers of the request's limit."""
+    policy that loads nothing (unless a route set its own: the docs pages), `Cache-Control:
+    no-store` on the API's answers (unless a route set its own), and HSTS when the request came
+    over HTTPS (directly, or through a proxy trusted to say so). Also the RateLimit-* headers of
+    the request's limit."""
 
-    def __init__(self, app: ASGIApp, docs_paths: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.docs_paths = frozenset(docs_paths)
-        self.api = [*BASE_HEADERS, (b"content-security-policy", API_POLICY)]
-        self.docs = [*BASE_HEADERS, (b"content-security-policy", DOCS_POLICY)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,13 +156,14 @@ class SecurityHeaders:
             return
         path: str = scope["path"]
         api = path.startswith(API_PATHS)
-        extra = self.docs if path in self.docs_paths else self.api
-        if scope.get("scheme") == "https":
-            extra = [*extra, HSTS]
+        extra = [*BASE_HEADERS, HSTS] if scope.get("scheme") == "https" else BASE_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", ()), *extra]
+                # A second policy would not replace the route's: the browser would enforce both.
+                if not any(name.lower() == CSP for name, _ in headers):
+                    headers.append(API_POLICY)
                 if api and not any(name.lower() == b"cache-control" for name, _ in headers):
                     headers.append(NO_STORE)
                 verdict = scope.get("state", {}).get(RATE_LIMIT_STATE)  # set by ratelimit.RateLimits
@@ -189,7 +188,9 @@ class EmptyQueryValues:
             pairs = query.split(b"&")
             kept = [pair for pair in pairs if pair.partition(b"=")[2]]
             if len(kept) != len(pairs):
-                scope = {**scope, "query_string": b"&".join(kept)}
+                # In place, not in a copy: the route the router records in this scope is what
+                # observability.Observe, outside, reads for the access log and the metrics.
+                scope["query_string"] = b"&".join(kept)
         await self.app(scope, receive, send)
 
 
@@ -249,7 +250,7 @@ def echo(value: Any, depth: int = 0) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
+def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -270,34 +271,63 @@ def add_error_handlers(app: FastAPI, cors_origins: Sequence[str]) -> None:
             return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
         return await http_exception_handler(request, exc)
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request.headers.get("x-request-id", "")
-        if not REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
-        log.error(
-            "Unhandled error on %s %s [request %s]",
-            request.method,
-            request.url.path,
-            request_id,
-            exc_info=exc,
-        )
-        headers = {"X-Request-ID": request_id}
-        # This handler runs outside the CORS middleware: repeat its headers, so that a browser
-        # lets the frontend read the error instead of reporting a CORS failure.
-        origin = request.headers.get("origin")
-        if origin is not None and origin in cors_origins:
-            headers |= {
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Expose-Headers": "X-Request-ID",
-                "Vary": "Origin",
-            }
+
+class Errors:
+    """The last word on a request that raised: JSON, answered on a connection that stays open.
+
+    A database outage (db.is_outage: refused, dropped, frozen past its deadline) is a 503 with
+    Retry-After, an outage to the client rather than a bug; anything else is a 500 with a
+    request id, whose traceback goes to the log only. FastAPI's own catch-all handler would
+    answer too, but then re-raise, and uvicorn closes the connection after every such error:
+    a client cannot tell a dropped connection from an unanswered POST. Inside the CORS and
+    security-header middleware, so that these answers carry their headers like any other.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as error:
+            if started:  # half an answer is out: only closing the connection can say so
+                raise
+            await self.answer(scope, error)(scope, receive, send)
+
+    def answer(self, scope: Scope, error: Exception) -> Response:
+        # Set by the request-id middleware when there is one; otherwise made here.
+        request_id = scope.get("state", {}).get("request_id")
+        headers = {}
+        if request_id is None:
+            sent = Headers(scope=scope).get("x-request-id", "")
+            request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+            headers["X-Request-ID"] = request_id
+        where = f"{scope.get('method')} {scope.get('path')} [request {request_id}]"
+        if is_outage(error):
+            log.warning("Database unavailable on %s: %s", where, error)
+            return JSONResponse(
+                {"detail": DATABASE_DOWN, "request_id": request_id},
+                status_code=503,
+                headers={**headers, "Retry-After": str(RETRY_AFTER_OUTAGE)},
+            )
+        log.error("Unhandled error on %s", where, exc_info=error)
         return JSONResponse(
-            status_code=500,
-            content={"detail": "Internal server error", "request_id": request_id},
-            headers=headers,
+            {"detail": "Internal server error", "request_id": request_id}, status_code=500, headers=headers
         )
+
+
+DATABASE_DOWN = "The database is unavailable; retry after the time Retry-After says"
+RETRY_AFTER_OUTAGE = 2
 
 
 AUTH_PREFIX = "/auth/"

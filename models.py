@@ -1,4 +1,4 @@
-"""The tables: tasks, their tags, tombstones and per-user counts, accounts, revoked tokens."""
+"""The tables: tasks, their tags, tombstones and counts, accounts, revoked tokens, the audit trail."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +55,13 @@ ID_MAX = 2**63 - 1
 TAG_MAX = 50  # characters of a tag as given
 TAG_KEY_MAX = 200  # its lower-cased form can be longer
 TAGS_MAX = 20  # per task
+EMAIL_MAX = 254
+AUDIT_ACTION_MAX = 20
+AUDIT_DETAIL_MAX = 100
+AUDIT_ADDRESS_MAX = 64  # an IPv6 address with an IPv4 tail and a zone fits
+AUDIT_USER_AGENT_MAX = 200
+AUDIT_REQUEST_ID_MAX = 64  # as middleware.REQUEST_ID accepts them
+TASK_IDS_MAX = 1000  # ids kept per audited bulk deletion
 
 
 class title_key(FunctionElement[str]):
@@ -185,3 +192,32 @@ class IdempotencyKey(SQLModel, table=True):
     status_code: int
     body: str = Field(sa_type=Text)  # the first response, as sent
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited action: who, what, when, from where and under which request id.
+
+    Written by audit.py in the same statement or transaction as the write it records; read by
+    operators (README, "Audit trail"). Bounded: every text column has a length, and a bulk
+    deletion keeps at most TASK_IDS_MAX of its ids (`deleted_count` says how many went).
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        # A user's history and an email's (failed logins carry no user), newest first.
+        Index("ix_audit_event_user_at", "user_id", "at"),
+        Index("ix_audit_event_email_at", "email", "at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(ID_TYPE, primary_key=True))
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    action: str = Field(max_length=AUDIT_ACTION_MAX)
+    user_id: str | None = Field(default=None, max_length=USER_ID_MAX)
+    email: str | None = Field(default=None, max_length=EMAIL_MAX)
+    detail: str | None = Field(default=None, max_length=AUDIT_DETAIL_MAX)
+    deleted_count: int | None = None
+    # A JSON array of ids, ascending, without spaces: `[4,7,9]`.
+    task_ids: str | None = Field(default=None, sa_type=Text)
+    address: str | None = Field(default=None, max_length=AUDIT_ADDRESS_MAX)
+    user_agent: str | None = Field(default=None, max_length=AUDIT_USER_AGENT_MAX)
+    request_id: str | None = Field(default=None, max_length=AUDIT_REQUEST_ID_MAX)

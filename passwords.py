@@ -84,7 +84,13 @@ class LoginThrottle:
         self.email = RateLimitItemPerSecond(settings.login_max_failures_per_email_total, window)
 
     async def attempt(self, email: str, client: str) -> int | None:
-        """Count a login attempt; if a limit is reached, the seconds to wait instead."""
+        """Count a login attempt; if a limit is reached, the seconds to wait instead (a 429)."""
+        wait = await self._wait(email, client)
+        if wait is not None:
+            self.limits.rejected("login")
+        return wait
+
+    async def _wait(self, email: str, client: str) -> int | None:
         for item, keys in ((self.client, ("login-client", client)), (self.email, ("login-email", email))):
             wait = await self.limits.exhausted(item, *keys)
             if wait is not None:

@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
@@ -64,7 +65,7 @@ def client_key(request: Request) -> str:
 
 
 class RateLimits:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_rejection: Callable[[str], None] | None = None) -> None:
         uri = storage_uri(settings.rate_limit_storage_uri)
         options: dict[str, float | str | bool] = {}
         if uri.startswith(("async+redis", "async+rediss")):
@@ -83,6 +84,7 @@ class RateLimits:
         self.unauthenticated_per_address = parse(settings.rate_limit_unauthenticated_per_address)
         self.paused_until = 0.0
         self.rejections = 0
+        self.on_rejection = on_rejection  # told which limit refused: metrics.Metrics.rate_limited
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> Verdict | None:
         """Count one request against `item`; None when the storage cannot say (it passes)."""
@@ -126,14 +128,20 @@ class RateLimits:
             error,
         )
 
-    async def check(self, request: Request, item: RateLimitItem, *identifiers: str) -> None:
-        """Count this request; 429 with Retry-After when over the limit."""
+    def rejected(self, limit: str) -> None:
+        """A request refused by `limit` (user, unauthenticated, auth, login)."""
+        self.rejections += 1
+        if self.on_rejection is not None:
+            self.on_rejection(limit)
+
+    async def check(self, request: Request, item: RateLimitItem, *identifiers: str, limit: str) -> None:
+        """Count this request; 429 with Retry-After when over the limit (named `limit`)."""
         verdict = await self.hit(item, *identifiers)
         if verdict is None:
             return
         request.state.rate_limit = verdict  # written into the response by middleware.SecurityHeaders
         if not verdict.allowed:
-            self.rejections += 1
+            self.rejected(limit)
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
                 "Too many requests: slow down and retry after the time Retry-After says",
@@ -141,10 +149,11 @@ class RateLimits:
             )
 
     async def user(self, request: Request, user_id: str) -> None:
-        await self.check(request, self.per_user, "user", user_id)
+        await self.check(request, self.per_user, "user", user_id, limit="user")
 
     async def unauthenticated(self, request: Request) -> None:
-        await self.check(request, self.unauthenticated_per_address, "anonymous", client_key(request))
+        item, address = self.unauthenticated_per_address, client_key(request)
+        await self.check(request, item, "anonymous", address, limit="unauthenticated")
 
     async def auth(self, request: Request) -> None:
-        await self.check(request, self.auth_per_address, "auth", client_key(request))
+        await self.check(request, self.auth_per_address, "auth", client_key(request), limit="auth")

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 log = logging.getLogger("todo.settings")
 
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 # Hosts production may fetch the JWKS from over plain http://: this machine.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -117,9 +118,17 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # The access log's lines: readable text, or one JSON object a line (for log collectors).
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics for Prometheus; with a token set, only with `Authorization: Bearer <token>`.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
 
     # Database
     database_url: str = "sqlite:///./todo.db"
+    # Where migrations run, if not DATABASE_URL: on Neon, the direct URL (no `-pooler`), since
+    # migrations take an advisory lock and run DDL in one transaction that a pooler may split.
+    migration_database_url: str | None = None
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(10.0, gt=0)
@@ -127,12 +136,21 @@ class Settings(BaseSettings):
     db_pool_recycle: int = Field(240, ge=-1)
     # PostgreSQL: a pooled connection idle longer than this is tested before use.
     db_ping_after_idle_seconds: float = Field(10.0, ge=0)
+    # Outages (Neon suspends idle computes and drops connections): how long opening a
+    # connection may take; how long a request's database work may take in all, after which it
+    # is answered 503 (also PostgreSQL's statement_timeout, where the connection allows it);
+    # and how long start-up waits for an unreachable database before it gives up.
+    db_connect_timeout_seconds: int = Field(3, ge=1, le=60)
+    db_statement_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    db_startup_timeout_seconds: float = Field(30.0, ge=0)
     auto_migrate: bool | None = None
 
     # Sync and retries: what deleted tasks leave behind for the changes feed, and how often
     # expired tombstones and idempotency keys are purged (also once at start-up).
     tombstone_days: int = Field(30, ge=1)
     sweep_interval_seconds: float = Field(3600.0, gt=0)
+    # Audit events older than this are purged by the same sweep; 0 keeps them for ever.
+    audit_retention_days: int = Field(90, ge=0)
 
     # Tokens
     better_auth_secret: SecretStr | None = None
@@ -193,11 +211,33 @@ class Settings(BaseSettings):
     # Host names the service answers to (`Host`); unset: the local names outside production,
     # and production refuses to start (name the public host, or `*` for any).
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    # Serve /docs, /redoc and their files; /openapi.json is served either way (clients are
+    # generated from it).
+    docs_enabled: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_METRICS_TOKEN_LENGTH} characters (openssl rand -hex 32 makes one)"
+            )
+        return value
 
     @field_validator("jwt_algorithms", "jwt_subject_claims", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -242,6 +282,18 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("migration_database_url")
+    @classmethod
+    def _normalize_migration_url(cls, value: str | None) -> str | None:
+        return normalize_database_url(value) if value and value.strip() else None
+
+    @property
+    def migration_settings(self) -> "Settings":
+        """These settings with MIGRATION_DATABASE_URL, when set, as the database to use."""
+        if self.migration_database_url is None:
+            return self
+        return self.model_copy(update={"database_url": self.migration_database_url})
 
     @field_validator("better_auth_url", "jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before")
     @classmethod

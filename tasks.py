@@ -4,10 +4,11 @@ Every function takes a session and the owner's id, runs one statement scoped to 
 returns rows of PUBLIC_COLUMNS (a task as the API shows it). The exceptions say so: a list page
 or a feed page with nothing in it (a second statement for the count or the purge mark), a
 conditional write that finds another version (a second look for the current task), a keyed
-create (one transaction), and the sweep (every user's expired rows, one transaction). Tags and
-change numbers are kept by the database's triggers (migration 0006). Statements are built
-from a small filter/order description, once per shape, and cached; a request only binds its
-values.
+create (one transaction), a deletion, which carries its audit row (one statement on PostgreSQL,
+one transaction of two on SQLite: audit.py), and the sweep (every user's expired rows, one
+transaction). Tags and change numbers are kept by the database's triggers (migration 0006).
+Statements are built from a small filter/order description, once per shape, and cached; a
+request only binds its values.
 """
 
 import base64
@@ -23,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy import (
     Boolean,
     ColumnElement,
-    CursorResult,
     DateTime,
     Integer,
     Row,
@@ -41,6 +41,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session
 
+import audit
 from db import transaction
 from models import (
     ID_MAX,
@@ -380,13 +381,23 @@ def toggle(session: Session, owner: str, task_id: int, versions: Versions = None
     return _conditional(session, statement, params, owner, task_id, versions)
 
 
-def remove(session: Session, owner: str, task_id: int, versions: Versions = None) -> bool:
-    """Delete the task; False if there was no such task."""
+def remove(
+    session: Session, owner: str, task_id: int, origin: audit.Origin, versions: Versions = None
+) -> bool:
+    """Delete the task and record its deletion in the audit trail, both or neither; False if
+    there was no such task (nothing is recorded then)."""
     params: dict[str, Any] = {"owner": owner, "task": task_id}
-    if versions is None:
-        result: CursorResult[Any] = session.execute(DELETE, params)  # type: ignore[assignment]
-        return result.rowcount > 0
-    return _conditional(session, DELETE_IF_VERSION, params, owner, task_id, versions) is not None
+    statement = DELETE
+    if versions is not None:
+        params["versions"] = sorted(versions)
+        statement = DELETE_IF_VERSION
+    event = audit.Event("task_deleted", origin, user_id=owner, task_ids=(task_id,))
+    deleted = bool(audit.write_with(session, statement, params, event))
+    if not deleted and versions is not None:  # missing, or at another version: a second look
+        current = get(session, owner, task_id)
+        if current is not None:
+            raise VersionMismatch(current)
+    return deleted
 
 
 def _conditional(
@@ -428,11 +439,14 @@ def stats(session: Session, owner: str, day_start: datetime, day_end: datetime, 
     return Stats(total, completed, total - completed, overdue, due_today)
 
 
-def remove_matching(session: Session, owner: str, where: TaskFilter) -> int:
-    """Delete every task of the owner that the filter matches, in one statement; how many."""
+def remove_matching(
+    session: Session, owner: str, where: TaskFilter, origin: audit.Origin, detail: str | None = None
+) -> int:
+    """Delete every task of the owner that the filter matches and record how many went, and
+    which, in the audit trail (when any did), both or neither; how many."""
     params = {"owner": owner, **where.params()}
-    result: CursorResult[Any] = session.execute(_delete_statement(where.shape()), params)  # type: ignore[assignment]
-    return result.rowcount
+    event = audit.Event("tasks_deleted", origin, user_id=owner, detail=detail)
+    return audit.delete_with(session, _delete_statement(where.shape()), params, event)
 
 
 # --- the sync feed ----------------------------------------------------------------------------
@@ -570,7 +584,7 @@ TOGGLE = (
     )
     .returning(*PUBLIC_COLUMNS)
 )
-DELETE = sa.delete(TASK).where(*THIS_TASK)
+DELETE = sa.delete(TASK).where(*THIS_TASK).returning(TASK.c.id)
 DUE_TODAY = sa.and_(
     not_(TASK.c.completed),
     sa.or_(
@@ -653,7 +667,7 @@ def _count_statement(where: TaskFilter) -> Select[Any]:
 
 @cache
 def _delete_statement(where: TaskFilter) -> Any:
-    return sa.delete(TASK).where(*where.clauses())
+    return sa.delete(TASK).where(*where.clauses()).returning(TASK.c.id)
 
 
 @cache

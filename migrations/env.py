@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from db import make_engine, transaction
+from db import make_engine, transaction, wait_for_database
 from settings import Settings
 
 target_metadata = SQLModel.metadata
@@ -37,7 +37,9 @@ if connection is not None:
 else:  # the alembic command line (`make migrate`): say what it does
     if context.config.config_file_name:
         fileConfig(context.config.config_file_name, disable_existing_loggers=False)
-    engine = make_engine(Settings())
+    settings = Settings().migration_settings  # MIGRATION_DATABASE_URL, if set
+    wait_for_database(settings)  # a database still starting (or a Neon compute waking) is waited for
+    engine = make_engine(settings)
     with transaction(engine) as connection:
         run(connection)
     engine.dispose()

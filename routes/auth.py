@@ -1,4 +1,8 @@
-"""The service's own accounts: register, log in (JSON or OAuth2 form), me, log out."""
+"""The service's own accounts: register, log in (JSON or OAuth2 form), me, log out.
+
+Register, every login (a success, a failure, a throttled attempt) and logout leave an event in
+the audit trail (audit.py), written in the same worker-thread hop as the route's database work.
+"""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,9 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+import audit
 from dependencies import (
     TOKEN_ERRORS,
     UNAUTHORIZED_HEADERS,
@@ -18,7 +24,6 @@ from dependencies import (
     DatabaseDep,
     HasherDep,
     LoginThrottleDep,
-    SessionDep,
     SettingsDep,
     services,
 )
@@ -67,6 +72,11 @@ def has_body(request: Request) -> bool:
     return "transfer-encoding" in request.headers or (length is not None and length.strip() != "0")
 
 
+USERS: Table = User.__table__  # type: ignore[attr-defined]
+CREATE_USER = (
+    insert(USERS).values({c.name: bindparam(c.name, type_=c.type) for c in USERS.c}).returning(USERS.c.id)
+)
+
 router = APIRouter(
     prefix="/auth",
     tags=["auth"],
@@ -109,15 +119,17 @@ LOGIN_BODY = {
         503: {"model": ErrorDetail, "description": BUSY},
     },
 )
-async def register(account: UserRegister, database: DatabaseDep, hasher: HasherDep) -> User:
+async def register(account: UserRegister, request: Request, database: DatabaseDep, hasher: HasherDep) -> User:
+    origin = audit.Origin.of(request)
+
     def create(session: Session) -> User:
-        session.expire_on_commit = False  # every column is set here: the answer needs no reload
+        # Every column is set here, so the answer needs no reload; the account and its audit
+        # event are written together (a taken email writes neither).
         user = User(email=account.email, name=account.name, password_hash=hasher.hash(account.password))
-        session.add(user)
+        event = audit.Event("register", origin, user_id=user.id, email=user.email)
         try:
-            session.commit()
+            audit.write_with(session, CREATE_USER, user.model_dump(), event)
         except IntegrityError:
-            session.rollback()
             raise HTTPException(status.HTTP_409_CONFLICT, TAKEN) from None
         return user
 
@@ -172,11 +184,15 @@ async def login(
     hasher: HasherDep,
     throttle: LoginThrottleDep,
 ) -> TokenResponse:
-    email = credentials.email
+    email = credentials.email  # trimmed and lower-cased: what the trail records, never the password
     client = client_key(request)
+    origin = audit.Origin.of(request)
     # Counted before the password check, so parallel guesses cannot overrun the limits.
     wait = await throttle.attempt(email, client)
     if wait is not None:
+        # Recorded too: a guesser who keeps going after the throttle shows in the trail. Each
+        # address is bounded by RATE_LIMIT_AUTH_PER_ADDRESS, so this cannot become a flood of writes.
+        await database.run(audit.record, audit.Event("login_failed", origin, email=email, detail="throttled"))
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed logins; try again later",
@@ -188,12 +204,16 @@ async def login(
         # An unknown email is checked against a dummy hash, so it costs as long as a wrong password.
         valid, new_hash = hasher.verify(credentials.password, user.password_hash if user else None)
         if user is None or not valid:
+            reason = "no_account" if user is None else "wrong_password"  # for operators only
+            audit.record(session, audit.Event("login_failed", origin, email=email, detail=reason))
             return None
         if new_hash is not None:  # the hashing parameters changed since this password was stored
             user.password_hash = new_hash
             session.add(user)
             session.expire_on_commit = False
             session.commit()
+        # Before the token is minted: no token is handed out without its event.
+        audit.record(session, audit.Event("login", origin, user_id=user.id, email=email))
         return user
 
     async with hashing(hasher):
@@ -217,11 +237,16 @@ async def login(
         404: {"model": ErrorDetail, "description": "The token's subject has no account here"},
     },
 )
-def me(principal: CurrentPrincipal, session: SessionDep) -> User:
-    user = session.get(User, principal.user_id)
+async def me(principal: CurrentPrincipal, database: DatabaseDep) -> User:
+    user = await database.run(account, principal.user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "The token's subject has no account here")
     return user
+
+
+def account(session: Session, user_id: str) -> User | None:
+    session.expire_on_commit = False
+    return session.get(User, user_id)
 
 
 @router.post(
@@ -249,6 +274,14 @@ async def logout(
     refused_from = int(principal.claims["exp"]) + settings.jwt_leeway_seconds
     expires_at = datetime.fromtimestamp(min(refused_from, MAX_TIMESTAMP), UTC)
     found = services(request)
-    await database.run(found.revocations.revoke, jti, expires_at)
+    origin = audit.Origin.of(request)
+
+    def revoke(session: Session) -> None:
+        # The revocation first, on its own: an event that cannot be written must never leave
+        # the token usable (the request then fails, with the token revoked all the same).
+        found.revocations.revoke(session, jti, expires_at)
+        audit.record(session, audit.Event("logout", origin, user_id=principal.user_id, detail=f"jti={jti}"))
+
+    await database.run(revoke)
     if found.revocation_feed is not None:  # the other instances, at once
         await found.revocation_feed.publish(jti)

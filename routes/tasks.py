@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from fastapi.openapi.models import Example
 from pydantic import BaseModel, Field
 
+import audit
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
 from models import ID_MAX, TAG_MAX, TAGS_MAX
@@ -519,6 +520,7 @@ class Deleted(BaseModel):
 )
 async def delete_tasks(
     mine: MyTasks,
+    request: Request,
     status_filter: Annotated[
         str,
         Query(
@@ -535,7 +537,9 @@ async def delete_tasks(
     chosen = completion_wanted(status_filter, completed)
     if chosen is None:
         raise HTTPException(422, "Refusing to delete every task: add status=completed (or status=pending)")
-    deleted = await mine.run(tasks.remove_matching, tasks.TaskFilter(completed=chosen))
+    detail = f"status={'completed' if chosen else 'pending'}"
+    origin = audit.Origin.of(request)
+    deleted = await mine.run(tasks.remove_matching, tasks.TaskFilter(completed=chosen), origin, detail)
     return json_response({"deleted": deleted})
 
 
@@ -728,9 +732,10 @@ async def complete_task(
     summary="Delete a task",
     responses=TASK_ERRORS,
 )
-async def delete_task(task_id: TaskId, mine: MyTasks, if_match: IfMatch = None) -> Response:
+async def delete_task(task_id: TaskId, mine: MyTasks, request: Request, if_match: IfMatch = None) -> Response:
     versions, mismatch = preconditions(task_id, if_match, None)
-    result = await write(mine, tasks.remove, task_id, mismatch=mismatch, versions=versions)
+    origin = audit.Origin.of(request)
+    result = await write(mine, tasks.remove, task_id, origin, mismatch=mismatch, versions=versions)
     if isinstance(result, Response):
         return result
     if not result:

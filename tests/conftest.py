@@ -26,7 +26,16 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 # `redis_url` fixture, and are skipped (said at the end; an error in CI) without it.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
-TABLES = ("task", "task_count", "task_tag", "task_tombstone", "revoked_token", "users", "idempotency_key")
+TABLES = (
+    "task",
+    "task_count",
+    "task_tag",
+    "task_tombstone",
+    "revoked_token",
+    "users",
+    "idempotency_key",
+    "audit_event",
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

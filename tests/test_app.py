@@ -104,6 +104,26 @@ def test_a_bug_is_a_generic_500_logged_with_a_request_id(
     assert any("req-123" in record.getMessage() for record in caplog.records)
 
 
+def test_a_bug_is_answered_and_not_raised_to_the_server(make_settings: Callable[..., Settings]) -> None:
+    """The error is answered and ends there: an exception raised on to the server makes uvicorn
+    close the keep-alive connection, and the client cannot tell it from an unanswered request."""
+    from main import create_app
+
+    app = create_app(make_settings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=True) as client:  # raises what reaches the server
+        response = client.get("/boom", headers={"Origin": "http://localhost:3000"})
+    assert response.status_code == 500
+    assert response.json()["detail"] == INTERNAL_ERROR
+    # Answered inside the CORS and security-header middleware, so it has their headers too.
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
 @pytest.mark.parametrize(
     "request_id", ["req-123", "A.b_c-9", "x" * 64, "7"], ids=["plain", "all-classes", "64-chars", "one-char"]
 )

@@ -1,4 +1,5 @@
-"""The access log: every line uvicorn logs reaches its stream, written in batches."""
+"""The access log set up in a logging config (the "todo.access" logger): its lines reach its
+stream with its own formatter, written in batches. tests/test_observability.py has the rest."""
 
 import io
 import logging
@@ -11,9 +12,9 @@ import logs
 from settings import Settings
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)  # put back after the apps have stopped (and put theirs back)
 def access_stream() -> Iterator[io.StringIO]:
-    """uvicorn's access logger as uvicorn sets it up: one stream handler, not propagating."""
+    """The service's access logger as a logging config sets it up: one stream handler, not propagating."""
     logger = logging.getLogger(logs.ACCESS_LOGGER)
     saved = (logger.handlers, logger.propagate, logger.level)
     stream = io.StringIO()

@@ -47,9 +47,23 @@ ROUTES: list[tuple[str, str, str, Any, int]] = [
 ]
 
 
+# A deletion carries its audit event (audit.py). On PostgreSQL it is still one statement: the
+# DELETE runs in a data-modifying CTE that inserts the event. SQLite has no such CTE, so there the
+# DELETE and the event's INSERT are two statements in one explicit transaction: calls into the
+# process's own library, no round trips (about 0.15 ms more than the DELETE alone).
+AUDITED_IN_A_TRANSACTION_ON_SQLITE = {"delete", "clear completed"}
+
+
 @pytest.mark.parametrize(("name", "method", "url", "body", "status"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_a_task_request_is_one_statement_outside_any_transaction(
-    client: TestClient, alice: dict[str, str], name: str, method: str, url: str, body: Any, status: int
+    client: TestClient,
+    alice: dict[str, str],
+    backend: str,
+    name: str,
+    method: str,
+    url: str,
+    body: Any,
+    status: int,
 ) -> None:
     """Autocommit: no BEGIN before the statement, no COMMIT or ROLLBACK round trip after it."""
     task = create(client, alice)
@@ -58,6 +72,11 @@ def test_a_task_request_is_one_statement_outside_any_transaction(
     with statements_seen(engine_of(client)) as seen:
         response = client.request(method, url, json=body, headers=alice)
     assert response.status_code == status, response.text
+    if backend == "sqlite" and name in AUDITED_IN_A_TRANSACTION_ON_SQLITE:
+        verbs = [statement.split()[0] for statement, _ in seen]
+        assert verbs == ["BEGIN", "DELETE", "INSERT", "COMMIT"], seen
+        assert [in_transaction for _, in_transaction in seen] == [True, True, True, False]
+        return
     assert len(seen) == 1, [statement for statement, _ in seen]
     assert seen[0][1] is False, "the statement left a transaction open"
 
@@ -261,8 +280,11 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(
     response = client.get(TASKS, headers=headers)
     if idle_seconds == 0:
         assert response.status_code == 200, response.text
-    else:  # the control: without the idle test, the dead connection reaches the request
-        assert response.status_code == 500
+    else:  # the control: without the idle test, the dead connection reaches the request,
+        # which is answered as an outage (503, retry), and the next one gets a new connection
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "2"
+        assert client.get(TASKS, headers=headers).status_code == 200
 
 
 def test_counts_follow_statements_that_write_many_tasks(client: TestClient, alice: dict[str, str]) -> None:
