@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -285,6 +286,8 @@ class Errors:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.said_at = -float("inf")  # when an outage was last logged
+        self.unsaid = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,7 +317,18 @@ class Errors:
             headers["X-Request-ID"] = request_id
         where = f"{scope.get('method')} {scope.get('path')} [request {request_id}]"
         if is_outage(error):
-            log.warning("Database unavailable on %s: %s", where, error)
+            # Once per OUTAGE_LOG_SECONDS, with how many went unsaid: an outage answers every
+            # request 503, and a line for each would bury the log (the access log has them all).
+            now = time.monotonic()
+            self.unsaid += 1
+            if now - self.said_at >= OUTAGE_LOG_SECONDS:
+                log.warning(
+                    "Database unavailable on %s: %s (%d answered 503 since the last line)",
+                    where,
+                    error,
+                    self.unsaid,
+                )
+                self.said_at, self.unsaid = now, 0
             return JSONResponse(
                 {"detail": DATABASE_DOWN, "request_id": request_id},
                 status_code=503,
@@ -327,6 +341,7 @@ class Errors:
 
 
 DATABASE_DOWN = "The database is unavailable; retry after the time Retry-After says"
+OUTAGE_LOG_SECONDS = 10.0
 RETRY_AFTER_OUTAGE = 2
 
 

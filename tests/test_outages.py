@@ -105,6 +105,8 @@ def test_a_stopped_database_is_an_outage_and_writes_resume_when_it_is_back(
             assert_outage(client.send("GET", "/api/alice/tasks"))
         status, _, took, _ = client.send("GET", "/health/ready", token=False)
         assert status == 503 and took < 2.0
+        # Said once in the log, not once per request answered 503.
+        assert server.log.read_text().count("Database unavailable on") == 1
         cluster.start()
         assert client.send("POST", "/api/alice/tasks", {"title": "after"})[0] == 201
         assert consistent(client) == ["after", "before"]  # nothing from the outage, nothing half
