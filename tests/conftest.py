@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -212,6 +213,25 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
     return make_client(settings)
+
+
+@pytest.fixture
+def buggy_app(make_settings: Callable[..., Settings]) -> FastAPI:
+    """The real app with one extra route that has a bug: GET /boom."""
+    app = create_app(make_settings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("SELECT secret FROM internals")
+
+    return app
+
+
+@pytest.fixture
+def buggy_client(buggy_app: FastAPI) -> Iterator[TestClient]:
+    """A client of buggy_app that gets the 500 instead of the exception."""
+    with TestClient(buggy_app, raise_server_exceptions=False) as client:
+        yield client
 
 
 @pytest.fixture

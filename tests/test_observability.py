@@ -165,23 +165,11 @@ def test_the_request_id_is_readable_cross_origin(client: TestClient, alice: dict
     assert HEX_ID.fullmatch(response.headers["X-Request-ID"])
 
 
-@pytest.fixture
-def buggy_client(make_settings: Callable[..., Settings], access: AccessStream) -> Iterator[TestClient]:
-    """The real app with one extra route that has a bug."""
-    app = create_app(make_settings())
-
-    @app.get("/boom")
-    def boom() -> None:
-        raise RuntimeError("SELECT secret FROM internals")
-
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
-
 @pytest.mark.parametrize("sent", [None, "bad id!"], ids=["absent", "malformed"])
 def test_a_500_names_the_request_id_of_its_header_and_access_line(
-    buggy_client: TestClient, access: AccessStream, sent: str | None
+    access: AccessStream, buggy_client: TestClient, sent: str | None
 ) -> None:
+    # `access` first: it must take hold of the access logger before the app starts.
     response = buggy_client.get("/boom", headers={"X-Request-ID": sent} if sent else {})
     assert response.status_code == 500
     request_id = response.headers["X-Request-ID"]
