@@ -30,7 +30,7 @@ from middleware import (
 )
 from observability import Observe
 from passwords import LoginThrottle, PasswordHasher
-from ratelimit import RateLimits
+from ratelimit import RateLimits, is_shared
 from routes import auth, health, metrics, tasks
 from settings import Settings
 from tokens import RevocationFeed, RevocationList, TokenVerifier
@@ -75,7 +75,6 @@ def build_services(settings: Settings) -> Services:
     # engine.pool, read when used: engine.dispose() puts a new pool in place.
     recorder = Metrics(lambda: engine.pool, settings.pool_capacity) if settings.metrics_enabled else None
     limits = RateLimits(settings, recorder.rate_limited if recorder else None)
-    shared = not settings.rate_limit_storage_uri.removeprefix("async+").startswith("memory")
     return Services(
         settings=settings,
         database=Database(engine, settings.db_statement_timeout_seconds, settings.pool_capacity),
@@ -86,7 +85,7 @@ def build_services(settings: Settings) -> Services:
             RevocationFeed(
                 settings.rate_limit_storage_uri, revocations, settings.rate_limit_storage_timeout_seconds
             )
-            if shared
+            if is_shared(settings.rate_limit_storage_uri)
             else None
         ),
         hasher=PasswordHasher(settings) if accounts else None,

@@ -6,7 +6,6 @@ import logging
 import math
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from db import is_outage
 
 log = logging.getLogger("todo")
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -308,13 +306,8 @@ class Errors:
             await self.answer(scope, error)(scope, receive, send)
 
     def answer(self, scope: Scope, error: Exception) -> Response:
-        # Set by the request-id middleware when there is one; otherwise made here.
+        # Given to every request, and written on every answer, by observability.Observe.
         request_id = scope.get("state", {}).get("request_id")
-        headers = {}
-        if request_id is None:
-            sent = Headers(scope=scope).get("x-request-id", "")
-            request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-            headers["X-Request-ID"] = request_id
         where = f"{scope.get('method')} {scope.get('path')} [request {request_id}]"
         if is_outage(error):
             # Once per OUTAGE_LOG_SECONDS, with how many went unsaid: an outage answers every
@@ -332,12 +325,10 @@ class Errors:
             return JSONResponse(
                 {"detail": DATABASE_DOWN, "request_id": request_id},
                 status_code=503,
-                headers={**headers, "Retry-After": str(RETRY_AFTER_OUTAGE)},
+                headers={"Retry-After": str(RETRY_AFTER_OUTAGE)},
             )
         log.error("Unhandled error on %s", where, exc_info=error)
-        return JSONResponse(
-            {"detail": "Internal server error", "request_id": request_id}, status_code=500, headers=headers
-        )
+        return JSONResponse({"detail": "Internal server error", "request_id": request_id}, status_code=500)
 
 
 DATABASE_DOWN = "The database is unavailable; retry after the time Retry-After says"

@@ -60,7 +60,7 @@ AUDIT_ACTION_MAX = 20
 AUDIT_DETAIL_MAX = 100
 AUDIT_ADDRESS_MAX = 64  # an IPv6 address with an IPv4 tail and a zone fits
 AUDIT_USER_AGENT_MAX = 200
-AUDIT_REQUEST_ID_MAX = 64  # as middleware.REQUEST_ID accepts them
+AUDIT_REQUEST_ID_MAX = 64  # as observability.REQUEST_ID accepts them
 TASK_IDS_MAX = 1000  # ids kept per audited bulk deletion
 
 

@@ -44,9 +44,22 @@ class Verdict:
         ]
 
 
-def storage_uri(uri: str) -> str:
-    """The async form of a storage URI: redis://... becomes async+redis://..."""
-    return uri if uri.startswith("async+") else f"async+{uri}"
+def open_storage(uri: str, timeout: float) -> Storage:
+    """The async storage a RATE_LIMIT_STORAGE_URI names (redis://... is used as async+redis://,
+    through redis-py, with `timeout` on every call). Builds the client only: nothing connects
+    until the first count. ValueError (or the storage's own error) for a URI it cannot use."""
+    uri = uri if uri.startswith("async+") else f"async+{uri}"
+    options: dict[str, float | str | bool] = {}
+    if uri.startswith("async+redis"):  # redis, rediss, redis+unix
+        options = {"implementation": "redispy", "socket_timeout": timeout, "socket_connect_timeout": timeout}
+    storage = storage_from_string(uri, **options)
+    assert isinstance(storage, Storage), "an async storage"
+    return storage
+
+
+def is_shared(uri: str) -> bool:
+    """Whether the storage is shared between processes (Redis), not this process's memory."""
+    return not uri.removeprefix("async+").startswith("memory")
 
 
 def client_key(request: Request) -> str:
@@ -66,24 +79,14 @@ def client_key(request: Request) -> str:
 
 class RateLimits:
     def __init__(self, settings: Settings, on_rejection: Callable[[str], None] | None = None) -> None:
-        uri = storage_uri(settings.rate_limit_storage_uri)
-        options: dict[str, float | str | bool] = {}
-        if uri.startswith(("async+redis", "async+rediss")):
-            timeout = settings.rate_limit_storage_timeout_seconds
-            options = {
-                "implementation": "redispy",
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-            }
-        storage = storage_from_string(uri, **options)
-        assert isinstance(storage, Storage), "an async storage"
-        self.storage = storage
-        self.strategy = SlidingWindowCounterRateLimiter(storage)
+        self.storage = open_storage(
+            settings.rate_limit_storage_uri, settings.rate_limit_storage_timeout_seconds
+        )
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.per_user = parse(settings.rate_limit_per_user)
         self.auth_per_address = parse(settings.rate_limit_auth_per_address)
         self.unauthenticated_per_address = parse(settings.rate_limit_unauthenticated_per_address)
         self.paused_until = 0.0
-        self.rejections = 0
         self.on_rejection = on_rejection  # told which limit refused: metrics.Metrics.rate_limited
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> Verdict | None:
@@ -130,7 +133,6 @@ class RateLimits:
 
     def rejected(self, limit: str) -> None:
         """A request refused by `limit` (user, unauthenticated, auth, login)."""
-        self.rejections += 1
         if self.on_rejection is not None:
             self.on_rejection(limit)
 

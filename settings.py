@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from limits import parse
-from limits.storage import storage_from_string
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -271,9 +270,10 @@ class Settings(BaseSettings):
             ("memory://", "redis://", "rediss://", "redis+unix://")
         ):
             raise ValueError("must be memory:// or a redis:// (rediss://) URL")
+        from ratelimit import open_storage  # here: ratelimit imports this module
+
         try:  # builds the client only: nothing connects until the first request
-            uri = value if value.startswith("async+") else f"async+{value}"
-            storage_from_string(uri, **({} if "memory" in uri else {"implementation": "redispy"}))
+            open_storage(value, timeout=1.0)
         except Exception as error:  # each storage has its own ways of saying a URL is wrong
             raise ValueError(f"cannot be used: {error} (redis://host:6379/0 is the usual form)") from None
         return value

@@ -101,19 +101,13 @@ def stop(process: "subprocess.Popen[bytes]") -> None:
             continue
 
 
-@contextmanager
-def make_run(
-    workdir: Path, env: Mapping[str, str] | None = None, *, secret: str | None = None
-) -> Iterator[RunningServer]:
-    """`make run` on a free port of 127.0.0.1, until the block ends.
+def run_command(port: int) -> list[str]:
+    return ["make", "--no-print-directory", "run", "HOST=127.0.0.1", f"PORT={port}"]
 
-    By default the data is in `workdir/todo.db`, the secret is a fresh random one, limits on
-    addresses are out of the way and hashing is cheap; `env` adds or overrides variables. It
-    runs in the repository (a `.env` there applies to what is not set here) in a session of its
-    own, and the whole group is stopped at the end.
-    """
-    port = free_port()
-    secret = secret or secrets.token_urlsafe(48)
+
+def run_environment(workdir: Path, env: Mapping[str, str] | None, secret: str) -> dict[str, str]:
+    """What `make run` is started with: this process's environment, the data in
+    `workdir/todo.db`, `secret`, limits on addresses out of the way, cheap hashing, then `env`."""
     variables = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{workdir / 'todo.db'}",
@@ -127,11 +121,31 @@ def make_run(
         **(env or {}),
     }
     variables.pop("MAKEFLAGS", None)  # a make above the tests must not steer this one
+    return variables
+
+
+@contextmanager
+def make_run(
+    workdir: Path, env: Mapping[str, str] | None = None, *, secret: str | None = None
+) -> Iterator[RunningServer]:
+    """`make run` on a free port of 127.0.0.1, until the block ends.
+
+    By default the data is in `workdir/todo.db`, the secret is a fresh random one, limits on
+    addresses are out of the way and hashing is cheap; `env` adds or overrides variables. It
+    runs in the repository (a `.env` there applies to what is not set here) in a session of its
+    own, and the whole group is stopped at the end.
+    """
+    port = free_port()
+    secret = secret or secrets.token_urlsafe(48)
     log = workdir / f"server-{port}.log"
-    command = ["make", "--no-print-directory", "run", "HOST=127.0.0.1", f"PORT={port}"]
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own command, no shell)
-            command, cwd=ROOT, env=variables, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            run_command(port),
+            cwd=ROOT,
+            env=run_environment(workdir, env, secret),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + READY_SECONDS

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import pytest
 
 from testkit import sign
 from testkit.postgres import Cluster, postgres_bin, throwaway_cluster
-from testkit.server import ROOT, RunningServer, free_port, make_run
+from testkit.server import ROOT, RunningServer, free_port, make_run, run_command, run_environment
 
 TIMEOUT = 2.0  # DB_STATEMENT_TIMEOUT_SECONDS in these tests
 OUTAGE_ENV = {
@@ -141,17 +142,14 @@ def test_a_frozen_database_is_answered_within_the_timeout_and_thaws(tmp_path: Pa
 
 def make_run_once(workdir: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """`make run` until it exits on its own (or `timeout`), with its output."""
-    variables = {
-        **os.environ,
-        "ENVIRONMENT": "test",
-        "BETTER_AUTH_SECRET": "q" * 8 + "Zx81Lp0Wm2Ns3Ko4Ji5Hu6Gy7Ft8Dr9Es0Aw1Bq2Cv3",
-        "DEV_SECRET_FILE": str(workdir / ".dev-secret"),
-        **env,
-    }
-    variables.pop("MAKEFLAGS", None)
-    command = ["make", "--no-print-directory", "run", "HOST=127.0.0.1", f"PORT={free_port()}"]
     return subprocess.run(  # noqa: S603 (our own command)
-        command, cwd=ROOT, env=variables, capture_output=True, text=True, timeout=timeout, check=False
+        run_command(free_port()),
+        cwd=ROOT,
+        env=run_environment(workdir, env, secrets.token_urlsafe(48)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
