@@ -252,6 +252,13 @@ def echo(value: Any, depth: int = 0) -> Any:
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        allowed = allowed_methods(app, request)
+        if allowed and request.method not in allowed:
+            # PUT /tasks/bulk reached PUT /tasks/{task_id}, whose id "bulk" is no integer: the
+            # answer is about the method, which that path does not serve.
+            return JSONResponse(
+                {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)}
+            )
         errors = exc.errors()
         # What a client sends to /auth holds credentials, whatever the field is called, or a
         # whole body that could not be read as an object: echo none of it.
@@ -346,21 +353,29 @@ def allowed_methods(app: FastAPI, request: Request) -> list[str]:
     """
     path = request.url.path
     methods: set[str] = set()
-    for pattern, documented in documented_methods(app):
-        if pattern.fullmatch(path):
+    # The most specific paths that match win, as in routing: /tasks/stats is not /tasks/{task_id}.
+    matching = [
+        (params, documented)
+        for pattern, params, documented in documented_methods(app)
+        if pattern.fullmatch(path)
+    ]
+    fewest = min((params for params, _ in matching), default=0)
+    for params, documented in matching:
+        if params == fewest:
             methods |= documented
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
 
 
-def documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    cached: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+def documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
+    """Each documented path: its pattern, how many parameters it has, and its methods."""
+    cached: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(
         app.state, "documented_methods", None
     )
     if cached is None:
         cached = [
-            (compile_path(path)[0], frozenset(method.upper() for method in operations))
+            (compile_path(path)[0], path.count("{"), frozenset(method.upper() for method in operations))
             for path, operations in app.openapi()["paths"].items()
         ]
         app.state.documented_methods = cached
@@ -375,6 +390,46 @@ BODY_ERRORS = {
     },
     "413": {"description": "The body is over MAX_BODY_BYTES", "content": ERROR_DETAIL},
 }
+
+
+# Every 422 has a `detail` (FastAPI's list of errors, or a sentence from a rule of the route's own:
+# contradicting filters, an alias with its name...) and `message`, one line to show.
+VALIDATION_FAILURE = {
+    "type": "object",
+    "title": "ValidationFailure",
+    "required": ["detail", "message"],
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                {"type": "string"},
+            ]
+        },
+        "message": {"type": "string", "description": "The errors as one line a client can show"},
+    },
+}
+STRING = {"schema": {"type": "string"}}
+# The headers that come with these answers wherever they are given.
+ERROR_HEADERS = {
+    "401": {"WWW-Authenticate": {"description": "`Bearer`", **STRING}},
+    "429": {"Retry-After": {"description": "Seconds to wait", **STRING}},
+    "503": {"Retry-After": {"description": "Seconds to wait", **STRING}},
+}
+
+
+def document_errors(spec: dict[str, Any]) -> None:
+    """Say what every error answer holds: one 422 shape for all, and the headers above."""
+    spec.setdefault("components", {}).setdefault("schemas", {})["ValidationFailure"] = VALIDATION_FAILURE
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "422" in responses:
+                responses["422"]["content"] = {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ValidationFailure"}}
+                }
+            for code, headers in ERROR_HEADERS.items():
+                if code in responses:
+                    responses[code].setdefault("headers", {}).update(headers)
 
 
 def document_security(app: FastAPI, *, password_login: bool, token_error: str) -> None:
@@ -405,6 +460,7 @@ def document_security(app: FastAPI, *, password_login: bool, token_error: str) -
                     if "requestBody" in operation:  # answered before any route reads the body
                         for code, response in BODY_ERRORS.items():
                             operation["responses"].setdefault(code, response)
+            document_errors(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 

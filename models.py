@@ -52,6 +52,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 # Bigint on PostgreSQL; SQLite needs exactly INTEGER for its rowid primary key.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 ID_MAX = 2**63 - 1
+# The largest integer a JSON number (a double) holds exactly: the bound of a body's `version`.
+SAFE_INTEGER_MAX = 2**53 - 1
 TAG_MAX = 50  # characters of a tag as given
 TAG_KEY_MAX = 200  # its lower-cased form can be longer
 TAGS_MAX = 20  # per task

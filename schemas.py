@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, Self
 
 import orjson
+from annotated_types import Ge, Le
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,7 +23,25 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from models import DESCRIPTION_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX
+from models import DESCRIPTION_MAX, SAFE_INTEGER_MAX, TAG_MAX, TAGS_MAX, TITLE_MAX
+
+
+class Documented:
+    """Keywords added to a type's JSON schema: the rule a validator of ours enforces, said in
+    the OpenAPI document (a `pattern` that `re` and ECMA-262 read alike)."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        for branch in json_schema.get("anyOf", ()):  # `X | None`: the keywords go with X
+            if branch.get("type") != "null":
+                branch.update(self.keywords)
+                return json_schema
+        return {**json_schema, **self.keywords}
 
 
 def storable_text(value: str) -> str:
@@ -36,16 +55,67 @@ def storable_text(value: str) -> str:
     return value
 
 
+def char_class(chars: list[int]) -> str:
+    """A regex character class body for these code points, as ranges of \\uXXXX escapes: read the
+    same way by Python's `re` and by ECMA-262 (what JSON Schema's `pattern` is)."""
+    ranges: list[list[int]] = []
+    for code in sorted(chars):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(
+        f"\\u{start:04x}" if start == end else f"\\u{start:04x}-\\u{end:04x}" for start, end in ranges
+    )
+
+
+# Nothing to see: controls, format characters (zero-width ones included) and separators (spaces),
+# in the Basic Multilingual Plane (what a JSON Schema pattern can name without the `u` flag).
+INVISIBLE = char_class(
+    [c for c in range(0x10000) if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zs", "Zl", "Zp")]
+)
+# Text with at least one other character: what a title or a tag must have. The OpenAPI document
+# carries the same pattern, so a client can check it before sending.
+# Anchored, to say "no NUL anywhere" in the same pattern (storable_text refuses NUL everywhere).
+VISIBLE_PATTERN = f"^[^\\u0000]*[^{INVISIBLE}][^\\u0000]*$"
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+VISIBLE = re.compile(f"[^{INVISIBLE}]")
+# Python's whitespace (str.isspace, what trimming removes), named one by one, not as \\s:
+# Python's `re` and ECMA-262 read \\s differently.
+SPACE = char_class([c for c in range(0x110000) if chr(c).isspace()])
+# Trimmed, something@domain: no whitespace inside, a dot in the domain with something on both sides.
+EMAIL_PATTERN = (
+    f"^[{SPACE}]*[^{SPACE}\\u0000]+@[^{SPACE}\\u0000@]*[^{SPACE}\\u0000@.][^{SPACE}\\u0000@]*\\."
+    f"[^{SPACE}\\u0000@]*[^{SPACE}\\u0000@.][^{SPACE}\\u0000@]*[{SPACE}]*$"
+)
+EMAIL = re.compile(EMAIL_PATTERN)
+# Something left once trimmed, and no NUL: a name, a login's email.
+NON_BLANK_PATTERN = f"^[^\\u0000]*[^{SPACE}\\u0000][^\\u0000]*$"
+
+
+def at_most(limit: int) -> BeforeValidator:
+    """The length limit of a trimmed field, applied to the text as sent, as the document's
+    `maxLength` says it: a title of 200 characters and a trailing space is 201 characters."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long", "String should have at most {max_length} characters", {"max_length": limit}
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
 def email_address(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain.strip(".") or any(c.isspace() for c in value):
+    if not EMAIL.fullmatch(value):
         raise ValueError("must be an email address")
     return value
 
 
 def visible_text(value: str) -> str:
     """Refuse text with nothing to see: only spaces, zero-width or other format characters."""
-    if not any(unicodedata.category(char)[0] in "LNPS" for char in value):
+    if not VISIBLE.search(value):
         raise ValueError("must contain a visible character")
     return value
 
@@ -53,19 +123,37 @@ def visible_text(value: str) -> str:
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    at_most(TITLE_MAX),
     AfterValidator(storable_text),
     AfterValidator(visible_text),
+    Documented(pattern=VISIBLE_PATTERN),
 ]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(storable_text)]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX),
+    AfterValidator(storable_text),
+    Documented(pattern=NO_NUL_PATTERN),
+]
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, min_length=3, max_length=254),
+    at_most(254),
     AfterValidator(storable_text),
     AfterValidator(email_address),
+    Documented(pattern=EMAIL_PATTERN),
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(storable_text)]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=128),
+    AfterValidator(storable_text),
+    Documented(pattern=NO_NUL_PATTERN),
+]
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(storable_text)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    at_most(100),
+    AfterValidator(storable_text),
+    Documented(pattern=NON_BLANK_PATTERN),
 ]
 
 
@@ -136,6 +224,12 @@ PriorityName = Annotated[
 DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+# How every ISO 8601 date and date-time starts; pydantic alone would also read "12.5" as seconds
+# since 1970, which neither the README nor the document's `format` allows.
+ISO_8601_START = re.compile(r"\d{4}-\d{2}-\d{2}(?!\d)")
+NOT_ISO_8601 = "must be an ISO 8601 date or date-time, such as 2026-12-31 or 2026-12-31T17:00:00Z"
+
+
 def due_date_input(value: Any) -> Any:
     """'' (an empty date input) is no due date; a date alone is that day, all day."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -146,13 +240,26 @@ def due_date_input(value: Any) -> Any:
             return None
         if DATE_ONLY.fullmatch(value):
             return date.fromisoformat(value)
+        if not ISO_8601_START.match(value):
+            raise ValueError(NOT_ISO_8601)
     return value
 
 
+def blank_is_none(schema: dict[str, Any]) -> None:
+    """Say in the schema that a blank string (an empty date input) is taken as null."""
+    schema["anyOf"].insert(-1, {"type": "string", "pattern": f"^[{SPACE}]*$"})
+
+
 def aware(value: datetime | date | None) -> datetime | date | None:
-    """A date-time without an offset is taken as UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+    """A date-time without an offset is taken as UTC; one with an offset must still be a moment
+    of the years 1 to 9999 in UTC (0001-01-01T00:00:00+09:00 is not), as it is stored in UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be between the years 1 and 9999 in UTC") from None
     return value
 
 
@@ -171,8 +278,10 @@ def stored_due_date(value: datetime | date | None) -> tuple[datetime | None, boo
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX),
+    at_most(TAG_MAX),
     AfterValidator(storable_text),
     AfterValidator(visible_text),
+    Documented(pattern=VISIBLE_PATTERN),
 ]
 
 
@@ -197,6 +306,8 @@ TAGS_DOC = (
     f"Up to {TAGS_MAX} tags of 1 to {TAG_MAX} characters, trimmed; repeats (ignoring case) are "
     "dropped, the order is kept. `null` or `[]` for none"
 )
+
+
 Tags = Annotated[list[Tag] | None, AfterValidator(distinct_tags)]
 
 
@@ -227,6 +338,19 @@ def no_default(schema: dict[str, Any]) -> None:
     """Leave a NotNull field's `default: null` out of its schema: null is not a value it takes."""
     schema.pop("default", None)
 
+
+def whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (`3.0`) is that integer, as JSON Schema's `integer` says;
+    a string or a boolean stays a wrong type."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# 1 to the largest integer a JSON number holds exactly (JavaScript's Number.MAX_SAFE_INTEGER; the
+# database would take more): a larger one is 422, not an overflow, and JSON Schema validators,
+# which compare numbers as doubles, draw the line at the same place.
+Version = Annotated[StrictInt, Ge(1), Le(SAFE_INTEGER_MAX), BeforeValidator(whole_number)]
 
 VERSION_DOC = (
     "The version this change is based on: if the task has changed since, nothing is written "
@@ -261,7 +385,7 @@ class TaskCreate(TaskInput):
     # JSON true/false only: "yes" or 1 is a wrong type, not a guess.
     completed: StrictBool = False
     priority: PriorityName = Field(default="none", description="none, low, medium or high, any case")
-    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
+    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC, json_schema_extra=blank_is_none)
     tags: Tags = Field(default=None, description=TAGS_DOC, examples=[["work", "errands"]])
 
     def changes(self) -> dict[str, Any]:
@@ -283,16 +407,16 @@ class TaskPatch(TaskInput):
     priority: Annotated[PriorityName | None, NotNull()] = Field(
         default=None, description="none, low, medium or high, any case", json_schema_extra=no_default
     )
-    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC)
+    due_date: DueDate = Field(default=None, description=DUE_DATE_DOC, json_schema_extra=blank_is_none)
     tags: Tags = Field(default=None, description=TAGS_DOC + "; the list sent replaces the task's")
-    version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
+    version: Version | None = Field(default=None, description=VERSION_DOC)
 
 
 class TaskCompletion(TaskInput):
     """`{"completed": true|false}` (or a `status`) sets completion; `{}` toggles it."""
 
     completed: Annotated[StrictBool | None, NotNull()] = Field(default=None, json_schema_extra=no_default)
-    version: StrictInt | None = Field(default=None, ge=1, description=VERSION_DOC)
+    version: Version | None = Field(default=None, description=VERSION_DOC)
 
 
 class TaskPublic(BaseModel):
@@ -335,8 +459,14 @@ class UserLogin(BaseModel):
         str,
         StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=254),
         AfterValidator(storable_text),
+        Documented(pattern=NON_BLANK_PATTERN),
     ]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(storable_text)]
+    password: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=128),
+        AfterValidator(storable_text),
+        Documented(pattern=NO_NUL_PATTERN),
+    ]
 
 
 class UserPublic(UserBase):

@@ -10,20 +10,47 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    params,
+    status,
+)
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.openapi.models import Example
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 import audit
 import tasks
 from dependencies import TOKEN_ERRORS, MyTasks
 from models import ID_MAX, TAG_MAX, TAGS_MAX
-from schemas import PRIORITIES, ErrorDetail, TaskCompletion, TaskCreate, TaskPatch, TaskPublic
+from schemas import (
+    ISO_8601_START,
+    NO_NUL_PATTERN,
+    NOT_ISO_8601,
+    PRIORITIES,
+    SPACE,
+    ErrorDetail,
+    TaskCompletion,
+    TaskCreate,
+    TaskPatch,
+    TaskPublic,
+    aware,
+    storable_text,
+)
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
@@ -34,17 +61,117 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "No such task for this user"},
 }
 
-router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=AUTH_ERRORS)
+ETAG_HEADER = {
+    "ETag": {"description": 'The task\'s entity tag, `"id.version"`', "schema": {"type": "string"}}
+}
+TASK_OK: dict[int | str, dict[str, Any]] = {200: {"description": "The task", "headers": ETAG_HEADER}}
+# The writes that honour If-Match (412) and a body `version` (409): both answer the current task.
+STALE_IF_MATCH: dict[int | str, dict[str, Any]] = {
+    412: {
+        "model": TaskPublic,
+        "description": "If-Match no longer matches: nothing was written; the body is the current task",
+        "headers": ETAG_HEADER,
+    }
+}
+STALE_VERSION: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": TaskPublic,
+        "description": "The body's `version` is stale: nothing was written; the body is the current task",
+        "headers": ETAG_HEADER,
+    }
+}
+WRITE_ERRORS = {**TASK_ERRORS, **TASK_OK, **STALE_IF_MATCH, **STALE_VERSION}
+
+
+async def single_valued(request: Request, mine: MyTasks) -> None:
+    """A query parameter that takes one value, sent more than once, is 422: FastAPI would keep the
+    last and drop the others, and `DELETE ?completed=true&completed=false` would then delete by
+    whichever came last. (Empty values are dropped before: see middleware.EmptyQueryValues.) After
+    the token check (`mine`, computed once per request), so that a request without one is a 401."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    for name in single_value_names(route):
+        if len(request.query_params.getlist(name)) > 1:
+            raise HTTPException(422, f"'{name}' takes one value: send it once")
+
+
+def single_value_names(route: Any) -> tuple[str, ...]:
+    names: tuple[str, ...] | None = getattr(route, "single_value_names", None)
+    if names is None:
+        names = tuple(
+            field.alias
+            for field in get_flat_params(route.dependant)
+            if isinstance(field.field_info, params.Query) and not takes_many(field.field_info.annotation)
+        )
+        route.single_value_names = names
+    return names
+
+
+def takes_many(annotation: Any) -> bool:
+    """Whether a query parameter of this type is a list (`list[str] | None`): repeatable."""
+    origin = get_origin(annotation)
+    if origin is Union or origin is UnionType or origin is Annotated:
+        return any(takes_many(argument) for argument in get_args(annotation))
+    return origin in (list, set, tuple, frozenset)
+
+
+router = APIRouter(
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks"],
+    responses=AUTH_ERRORS,
+    dependencies=[Depends(single_valued)],
+)
 
 TaskId = Annotated[int, Path(ge=1, le=ID_MAX, description="The task's id", examples=[1])]
 
 
+def iso_8601(value: Any) -> Any:
+    """A query's date or date-time as ISO 8601 only: not a number (pydantic would read `0.5` as
+    seconds since 1970), which the document's `format` does not allow either."""
+    if isinstance(value, str) and not ISO_8601_START.match(value.strip()):
+        raise ValueError(NOT_ISO_8601)
+    return value
+
+
+# What a date or date-time query parameter takes, as the document says it.
+DATE_OR_DATE_TIME = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]
+}
+Moment = Annotated[datetime | None, BeforeValidator(iso_8601), AfterValidator(aware)]
+
+
+def any_case(word: str) -> str:
+    """A pattern of `word` in any case, letter by letter (`[Aa][Ll][Ll]`): `(?i)` is Python's, not
+    JavaScript's, and would also let a dotless i stand for `i`."""
+    return "".join(f"[{char.upper()}{char.lower()}]" if char.isalpha() else re.escape(char) for char in word)
+
+
+# Trimmed, one of the four, in any case.
+PRIORITY_PATTERN = f"^[{SPACE}]*({'|'.join(any_case(name) for name in PRIORITIES)})[{SPACE}]*$"
+# Trimmed, 1 to TAG_MAX characters, no NUL.
+TAG_FILTER_PATTERN = (
+    f"^[{SPACE}]*[^{SPACE}\\u0000]([^\\u0000]{{0,{TAG_MAX - 2}}}[^{SPACE}\\u0000])?[{SPACE}]*$"
+)
+
+
+def list_of(pattern: str, **keywords: Any) -> dict[str, Any]:
+    """The schema of a repeatable query parameter whose values match `pattern`."""
+    return {"anyOf": [{"type": "array", "items": {"type": "string", "pattern": pattern}, **keywords}]}
+
+
+SEARCH_TEXT = {"anyOf": [{"type": "string", "maxLength": 200, "pattern": NO_NUL_PATTERN}]}
+SearchText = Annotated[str | None, AfterValidator(lambda text: text if text is None else storable_text(text))]
+
+
 def shown(*values: Any) -> dict[str, Example]:
     """Examples of an optional parameter for /docs. The first, chosen by default, sends nothing,
-    so "Try it out" sends only the parameters a reader picks."""
+    so "Try it out" sends only the parameters a reader picks. No name looks like a number: a
+    browser orders such keys of an object first, and Swagger UI would choose `20` by default."""
     examples = {"not sent": Example(summary="not sent", value="")}
     for value in values:
-        examples[str(value)] = Example(value=value)
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        examples[f"e.g. {text}"] = Example(value=value)
     return examples
 
 
@@ -68,7 +195,9 @@ STATUS_FILTERS = {
     "complete": True,
     "done": True,
 }
-STATUS_PATTERN = r"(?i)^(all|pending|todo|completed|complete|done)$"
+# Any case, spelled out: Python's `(?i)` is no JavaScript, and Swagger UI's check of the value
+# would throw on it.
+STATUS_PATTERN = f"^({'|'.join(any_case(word) for word in STATUS_FILTERS)})$"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 MAX_OFFSET = 2**31 - 1
@@ -184,7 +313,23 @@ class Paging:
     response_model=list[TaskPublic],
     summary="List the user's tasks",
     description=LIST_DESCRIPTION,
-    responses={422: {"description": "Invalid query parameter, or an alias mixed with its name"}},
+    responses={
+        200: {
+            "description": "A page of tasks",
+            "headers": {
+                "X-Total-Count": {
+                    "description": "Tasks matching the filter, across all pages",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                "Link": {
+                    "description": "The next, previous, first and last pages",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+        422: {"description": "Invalid query parameter, or an alias mixed with its name"},
+    },
 )
 async def list_tasks(
     mine: MyTasks,
@@ -202,33 +347,43 @@ async def list_tasks(
         bool | None, Query(description="Same filter as `status`", openapi_examples=shown(True, False))
     ] = None,
     q: Annotated[
-        str | None,
+        SearchText,
         Query(
             max_length=200,
+            json_schema_extra=SEARCH_TEXT,
             description="Tasks whose title or description contains this, ignoring case",
             openapi_examples=shown("milk"),
         ),
     ] = None,
     search: Annotated[
-        str | None, Query(max_length=200, description="Alias of `q`", openapi_examples=shown("milk"))
+        SearchText,
+        Query(
+            max_length=200,
+            json_schema_extra=SEARCH_TEXT,
+            description="Alias of `q`",
+            openapi_examples=shown("milk"),
+        ),
     ] = None,
     priority: Annotated[
         list[str] | None,
         Query(
+            json_schema_extra=list_of(PRIORITY_PATTERN),
             description="none, low, medium or high (any case); repeat it for any of several",
             openapi_examples=shown(["high"], ["high", "medium"]),
         ),
     ] = None,
     due_before: Annotated[
-        datetime | None,
+        Moment,
         Query(
+            json_schema_extra=DATE_OR_DATE_TIME,
             description="Due before this instant (ISO 8601; UTC if no offset)",
             openapi_examples=shown("2026-12-31", "2026-12-31T17:00:00+01:00"),
         ),
     ] = None,
     due_after: Annotated[
-        datetime | None,
+        Moment,
         Query(
+            json_schema_extra=DATE_OR_DATE_TIME,
             description="Due after this instant (ISO 8601; UTC if no offset)",
             openapi_examples=shown("2026-12-01", "2026-12-01T09:00:00Z"),
         ),
@@ -242,8 +397,9 @@ async def list_tasks(
         Query(description="true: has a due date; false: has none", openapi_examples=shown(True, False)),
     ] = None,
     updated_since: Annotated[
-        datetime | None,
+        Moment,
         Query(
+            json_schema_extra=DATE_OR_DATE_TIME,
             description="Changed after this instant (ISO 8601)",
             openapi_examples=shown("2026-12-01T09:00:00Z"),
         ),
@@ -251,6 +407,7 @@ async def list_tasks(
     tag: Annotated[
         list[str] | None,
         Query(
+            json_schema_extra=list_of(TAG_FILTER_PATTERN, maxItems=TAGS_MAX),
             description="Tasks with this tag (ignoring case); repeat it for tasks with all of several",
             openapi_examples=shown(["work"], ["work", "urgent"]),
         ),
@@ -348,8 +505,8 @@ def wanted_tags(tags: list[str] | None) -> tuple[str, ...] | None:
     wanted: dict[str, str] = {}
     for tag in tags:
         tag = tag.strip()
-        if not tag or len(tag) > TAG_MAX:
-            raise HTTPException(422, f"tag must be 1 to {TAG_MAX} characters")
+        if not tag or len(tag) > TAG_MAX or "\x00" in tag:
+            raise HTTPException(422, f"tag must be 1 to {TAG_MAX} characters, with no NUL")
         wanted.setdefault(tag.casefold(), tag)
     if len(wanted) > TAGS_MAX:
         raise HTTPException(422, f"at most {TAGS_MAX} tags in a filter: a task has no more")
@@ -449,6 +606,19 @@ def page_links(request: Request, *, total: int, paging: Paging) -> str:
     response_model=TaskPublic,
     summary="Create a task",
     response_description="The created task; `Location` names its URL",
+    responses={
+        201: {
+            "headers": {
+                "Location": {"description": "The task's URL", "required": True, "schema": {"type": "string"}},
+                **ETAG_HEADER,
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the answer to an earlier request with this key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+            }
+        },
+        422: {"description": "Invalid task, or an Idempotency-Key first sent with another body"},
+    },
 )
 async def create_task(
     task_in: TaskCreate,
@@ -644,7 +814,16 @@ async def task_changes(
     )
 
 
-@router.get("/{task_id}", response_model=TaskPublic, summary="Get a task", responses=TASK_ERRORS)
+@router.get(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Get a task",
+    responses={
+        **TASK_ERRORS,
+        **TASK_OK,
+        304: {"description": "If-None-Match still matches: no body", "headers": ETAG_HEADER},
+    },
+)
 async def get_task(task_id: TaskId, mine: MyTasks, if_none_match: IfNoneMatch = None) -> Response:
     row = await mine.run(tasks.get, task_id)
     if row is not None and if_none_match is not None:
@@ -662,7 +841,7 @@ async def get_task(task_id: TaskId, mine: MyTasks, if_none_match: IfNoneMatch = 
         "Changes the fields sent and leaves the others as they are, exactly like PATCH: an edit "
         "form that sends only some fields does not reset the rest. `null` clears `description`."
     ),
-    responses=TASK_ERRORS,
+    responses=WRITE_ERRORS,
 )
 async def replace_task(
     task_id: TaskId, changes: TaskPatch, mine: MyTasks, if_match: IfMatch = None
@@ -681,7 +860,7 @@ async def edit(task_id: int, changes: TaskPatch, mine: MyTasks, if_match: str | 
     response_model=TaskPublic,
     summary="Update some fields of a task",
     description="Only the fields sent change.",
-    responses=TASK_ERRORS,
+    responses=WRITE_ERRORS,
 )
 async def patch_task(
     task_id: TaskId, changes: TaskPatch, mine: MyTasks, if_match: IfMatch = None
@@ -701,14 +880,14 @@ COMPLETION_DOC = (
     response_model=TaskPublic,
     summary="Toggle or set completion",
     description=COMPLETION_DOC,
-    responses=TASK_ERRORS,
+    responses=WRITE_ERRORS,
 )
 @router.patch(
     "/{task_id}/toggle",
     response_model=TaskPublic,
     summary="Toggle or set completion (alias of /complete)",
     description=COMPLETION_DOC,
-    responses=TASK_ERRORS,
+    responses=WRITE_ERRORS,
 )
 async def complete_task(
     task_id: TaskId,
@@ -730,7 +909,7 @@ async def complete_task(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a task",
-    responses=TASK_ERRORS,
+    responses={**TASK_ERRORS, **STALE_IF_MATCH},
 )
 async def delete_task(task_id: TaskId, mine: MyTasks, request: Request, if_match: IfMatch = None) -> Response:
     versions, mismatch = preconditions(task_id, if_match, None)

@@ -1,5 +1,6 @@
 """The service's own accounts: register, log in, me, log out, throttling, and Swagger's ways in."""
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -468,3 +469,48 @@ def test_a_pasted_bearer_token_works_as_swagger_sends_it(client: TestClient) -> 
     scheme = client.get("/openapi.json").json()["components"]["securitySchemes"]["bearerToken"]
     header = {"Authorization": f"{scheme['scheme'].capitalize()} {sign({'sub': 'alice'})}"}
     assert client.get("/api/alice/tasks", headers=header).status_code == 200
+
+
+# --- what the OpenAPI document says (found by the schema fuzzer, e2e/test_fuzz.py) --------------
+
+EMAIL_SAMPLES = [
+    "ada@example.com",
+    "  Ada@Example.COM ",
+    "a@b.c",
+    "a@b",
+    "@b.c",
+    "a b@c.de",
+    "a@.b.",
+    "a@b..c",
+    "a@b@c.de",
+    "a\x00@b.cd",
+    "\u2028\u2005\x04@x.y\u2005",
+    "ada@exa mple.com",
+]
+
+
+@pytest.mark.parametrize("email", EMAIL_SAMPLES)
+def test_the_documented_email_pattern_is_the_rule_the_api_applies(client: TestClient, email: str) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["UserRegister"]
+    pattern = schema["properties"]["email"]["pattern"]
+    body = {"email": email, "password": PASSWORD, "name": "Ada"}
+    status = client.post("/auth/register", json=body).status_code
+    assert status in (201, 422)
+    assert (status == 201) == bool(re.search(pattern, email))
+
+
+@pytest.mark.parametrize("name", ["Ada", " Ada ", "\u2028\u2005", "  ", "A\x00"])
+def test_the_documented_name_pattern_is_the_rule_the_api_applies(client: TestClient, name: str) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["UserRegister"]
+    pattern = schema["properties"]["name"]["pattern"]
+    body = {"email": "ada@example.com", "password": PASSWORD, "name": name}
+    status = client.post("/auth/register", json=body).status_code
+    assert (status == 201) == bool(re.search(pattern, name))
+
+
+def test_a_blank_login_email_is_documented_as_invalid(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    body = document["paths"]["/auth/login"]["post"]["requestBody"]["content"]["application/json"]
+    pattern = body["schema"]["properties"]["email"]["pattern"]
+    assert not re.search(pattern, " \u2005 ")
+    assert client.post("/auth/login", json={"email": " \u2005 ", "password": "x"}).status_code == 422

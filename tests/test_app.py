@@ -76,6 +76,31 @@ def test_wrong_method_is_json_405(client: TestClient) -> None:
     assert response.json() == {"detail": "Method Not Allowed"}
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/bulk", "POST"),
+        ("GET", "/bulk", "POST"),
+        ("DELETE", "/stats", "GET, HEAD"),
+        ("PATCH", "/changes", "GET, HEAD"),
+    ],
+)
+def test_a_method_a_fixed_path_does_not_serve_is_405_not_a_bad_task_id(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    # Found by the schema fuzzer (e2e/test_fuzz.py): PUT /tasks/bulk reached PUT /tasks/{task_id}
+    # and was answered 422 "task_id: not an integer".
+    response = client.request(method, f"{TASKS}{path}", json={}, headers=bearer(sign({"sub": "alice"})))
+    assert response.status_code == 405, response.text
+    assert response.headers["Allow"] == allow
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_a_task_id_that_is_no_integer_is_still_422(client: TestClient) -> None:
+    response = client.put(f"{TASKS}/abc", json={}, headers=bearer(sign({"sub": "alice"})))
+    assert error_locs(response) == [["path", "task_id"]]
+
+
 def test_a_bug_is_a_generic_500_logged_with_a_request_id(
     buggy_client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:

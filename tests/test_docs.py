@@ -4,7 +4,7 @@ content policy lets the browser load nothing from anywhere else."""
 import base64
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -243,3 +243,43 @@ def test_the_password_login_is_still_offered_to_swagger(client: TestClient) -> N
     schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
     assert schemes["passwordLogin"]["flows"]["password"]["tokenUrl"] == "/auth/login"
     assert schemes["bearerToken"] == {"type": "http", "scheme": "bearer"}
+
+
+def walk(node: object) -> Iterator[tuple[str, object]]:
+    """Every (key, value) of a JSON document, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+def test_every_parameters_default_example_is_the_first(client: TestClient) -> None:
+    """Swagger UI's "Try it out" fills a parameter with its first example ("not sent"), in the
+    order of the object's keys, and a browser orders integer-like keys ("20") before all others:
+    named so, `20` would be sent for limit, page_size and per_page at once, a 422."""
+    document = client.get("/openapi.json").json()
+    named = [
+        (parameter["name"], list(parameter["examples"]))
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if "examples" in parameter
+    ]
+    assert named, "no parameter has examples"
+    for name, keys in named:
+        assert not [key for key in keys if key.isdigit()], f"{name}: {keys}"
+
+
+def test_every_pattern_is_one_a_browser_can_run(client: TestClient) -> None:
+    """The document's patterns are ECMA-262 (what Swagger UI checks a value with): no inline
+    flags such as Python's `(?i)`, no Python-only escapes, and each still compiles here."""
+    patterns = [value for key, value in walk(client.get("/openapi.json").json()) if key == "pattern"]
+    assert patterns, "no pattern in the document"
+    for pattern in patterns:
+        assert isinstance(pattern, str)
+        assert not re.search(r"\(\?[aiLmsux]", pattern), pattern
+        assert not re.search(r"\\[AZ]", pattern), pattern
+        re.compile(pattern)

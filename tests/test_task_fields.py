@@ -1,5 +1,6 @@
 """Priority, due dates and versions: what they accept, how they list, and the migration that adds them."""
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -279,3 +280,124 @@ def test_stats_with_an_unknown_time_zone_are_422(client: TestClient, alice: dict
 def test_stats_of_a_user_with_no_tasks_are_zero(client: TestClient, alice: dict) -> None:
     stats = client.get(f"{TASKS}/stats", headers=alice).json()
     assert stats == {"total": 0, "completed": 0, "pending": 0, "overdue": 0, "due_today": 0}
+
+
+# --- found by the schema fuzzer (e2e/test_fuzz.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize("version", [2**63, 8183103143765059043328, 2**53, 1e300])
+def test_a_version_too_large_for_a_number_is_422_not_a_crash(
+    client: TestClient, alice: dict, version: float
+) -> None:
+    task = create(client, alice)
+    response = client.patch(f"{TASKS}/{task['id']}", json={"version": version}, headers=alice)
+    assert error_locs(response) == [["body", "version"]]
+    assert client.get(f"{TASKS}/{task['id']}", headers=alice).json()["version"] == 1
+
+
+@pytest.mark.parametrize("route", ["", "/complete"])
+def test_a_version_sent_as_a_whole_float_is_that_integer(client: TestClient, alice: dict, route: str) -> None:
+    # JSON Schema's `integer` takes 1.0; so does the API.
+    task = create(client, alice)
+    response = client.patch(
+        f"{TASKS}/{task['id']}{route}", json={"version": 1.0, "completed": True}, headers=alice
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 2
+    stale = client.patch(
+        f"{TASKS}/{task['id']}{route}", json={"version": 1.0, "completed": False}, headers=alice
+    )
+    assert stale.status_code == 409
+
+
+@pytest.mark.parametrize("version", [1.5, "1", True])
+def test_a_version_that_is_no_whole_number_is_422(client: TestClient, alice: dict, version: Any) -> None:
+    task = create(client, alice)
+    assert error_locs(client.patch(f"{TASKS}/{task['id']}", json={"version": version}, headers=alice)) == [
+        ["body", "version"]
+    ]
+
+
+def test_the_version_bound_is_documented(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TaskPatch"]
+    assert {"type": "integer", "minimum": 1, "maximum": 2**53 - 1} in schema["properties"]["version"]["anyOf"]
+
+
+@pytest.mark.parametrize("due_date", ["12.5", "1700000000", " 0 "])
+def test_a_due_date_that_is_a_number_in_a_string_is_422(
+    client: TestClient, alice: dict, due_date: str
+) -> None:
+    # pydantic alone reads "12.5" as seconds since 1970; the documented format is ISO 8601.
+    response = client.post(TASKS, json={"title": "a task", "due_date": due_date}, headers=alice)
+    assert error_locs(response) == [["body", "due_date"]]
+
+
+@pytest.mark.parametrize("parameter", ["due_before", "due_after", "updated_since"])
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "-1"])
+def test_a_date_filter_that_is_a_number_is_422(
+    client: TestClient, alice: dict, parameter: str, value: str
+) -> None:
+    assert error_locs(client.get(TASKS, params={parameter: value}, headers=alice)) == [["query", parameter]]
+
+
+def test_a_date_filter_takes_a_date_or_a_date_time_as_documented(client: TestClient, alice: dict) -> None:
+    for value in ("2026-12-31", "2026-12-31T17:00:00+01:00", "2026-12-31T17:00:00"):
+        assert client.get(TASKS, params={"due_before": value}, headers=alice).status_code == 200
+    parameters = client.get("/openapi.json").json()["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]
+    schema = next(p["schema"] for p in parameters if p["name"] == "due_before")
+    assert {"type": "string", "format": "date"} in schema["anyOf"]
+
+
+def test_a_blank_due_date_is_documented_as_none(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TaskCreate"]
+    branches = schema["properties"]["due_date"]["anyOf"]
+    blank = next(branch for branch in branches if "pattern" in branch)
+    assert re.fullmatch(blank["pattern"], " \t")
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:10+09:00", "9999-12-31T23:59:59-01:00"])
+def test_a_moment_outside_the_years_1_to_9999_in_utc_is_422_not_a_crash(
+    client: TestClient, alice: dict, moment: str
+) -> None:
+    assert error_locs(client.get(TASKS, params={"due_after": moment}, headers=alice)) == [
+        ["query", "due_after"]
+    ]
+    response = client.post(TASKS, json={"title": "a task", "due_date": moment}, headers=alice)
+    assert error_locs(response) == [["body", "due_date"]]
+    task = create(client, alice)
+    assert error_locs(client.patch(f"{TASKS}/{task['id']}", json={"due_date": moment}, headers=alice)) == [
+        ["body", "due_date"]
+    ]
+
+
+def test_the_earliest_and_latest_moments_in_utc_are_accepted(client: TestClient, alice: dict) -> None:
+    for moment in ("0001-01-01T09:00:10+09:00", "9999-12-31T23:59:59Z"):
+        assert client.get(TASKS, params={"due_after": moment}, headers=alice).status_code == 200
+        assert client.post(TASKS, json={"title": "t", "due_date": moment}, headers=alice).status_code == 201
+
+
+@pytest.mark.parametrize(("field", "limit"), [("title", 200), ("tags", 50)], ids=["title", "tag"])
+def test_the_length_limit_of_a_trimmed_field_counts_what_is_sent(
+    client: TestClient, alice: dict, field: str, limit: int
+) -> None:
+    # Found by the schema fuzzer (e2e/test_fuzz.py): 200 characters and a trailing space were
+    # accepted, while the document's maxLength says 200 at most.
+    def body(text: str) -> dict[str, Any]:
+        return {"title": text} if field == "title" else {"title": "t", "tags": [text]}
+
+    assert client.post(TASKS, json=body("x" * limit), headers=alice).status_code == 201
+    for sent in ("x" * limit + " ", " " + "x" * limit):
+        response = client.post(TASKS, json=body(sent), headers=alice)
+        assert response.status_code == 422, response.text
+        assert "at most" in response.json()["message"]
+
+
+def test_the_length_limit_of_a_name_and_an_email_counts_what_is_sent(client: TestClient) -> None:
+    email = "a" * 240 + "@example.com"  # 252 characters
+    body = {"email": email + "   ", "password": "correct horse", "name": "x" * 100}
+    assert client.post("/auth/register", json=body).status_code == 422
+    assert (
+        client.post("/auth/register", json={**body, "email": email, "name": "x" * 100 + " "}).status_code
+        == 422
+    )
+    assert client.post("/auth/register", json={**body, "email": email}).status_code == 201

@@ -1,5 +1,6 @@
 """The task API through HTTP: create, read, list, replace, patch, complete, delete."""
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -823,3 +824,133 @@ def test_deleting_the_whole_collection_is_refused(client: TestClient, alice: dic
     response = client.delete(f"{TASKS}{query}", headers=alice)
     assert response.status_code == 422
     assert client.get(TASKS, headers=alice).headers["X-Total-Count"] == "2"
+
+
+# --- what the OpenAPI document says (found by the schema fuzzer, e2e/test_fuzz.py) --------------
+
+TITLE_SAMPLES = [
+    "Buy milk",
+    " x ",
+    "\u200b\u200d ",
+    "\u00a0\u3000",
+    "\u0301",
+    "\ue000",
+    "\U0001f95b",
+    "\t\n",
+    "a\u200b",
+]
+
+
+def document_schema(client: TestClient, name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = client.get("/openapi.json").json()["components"]["schemas"][name]
+    return schema
+
+
+@pytest.mark.parametrize("title", TITLE_SAMPLES)
+def test_the_documented_title_pattern_is_the_rule_the_api_applies(
+    client: TestClient, alice: dict, title: str
+) -> None:
+    pattern = document_schema(client, "TaskCreate")["properties"]["title"]["pattern"]
+    accepted = client.post(TASKS, json={"title": title}, headers=alice).status_code == 201
+    assert accepted == bool(re.search(pattern, title))
+
+
+def test_the_documented_title_pattern_refuses_nul(client: TestClient, alice: dict) -> None:
+    pattern = document_schema(client, "TaskCreate")["properties"]["title"]["pattern"]
+    assert not re.search(pattern, "a\x00b")
+    assert client.post(TASKS, json={"title": "a\x00b"}, headers=alice).status_code == 422
+
+
+def test_the_conditional_writes_document_their_409_412_and_304(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    single = paths["/api/{user_id}/tasks/{task_id}"]
+    for operation in (
+        single["put"],
+        single["patch"],
+        paths["/api/{user_id}/tasks/{task_id}/complete"]["patch"],
+        paths["/api/{user_id}/tasks/{task_id}/toggle"]["patch"],
+    ):
+        assert {"409", "412"} <= set(operation["responses"]), operation["summary"]
+        assert "ETag" in operation["responses"]["200"]["headers"]
+    assert "412" in single["delete"]["responses"]
+    assert "ETag" in single["get"]["responses"]["304"]["headers"]
+    created = paths["/api/{user_id}/tasks"]["post"]["responses"]["201"]["headers"]
+    assert created["Location"]["required"] is True
+    listed = paths["/api/{user_id}/tasks"]["get"]["responses"]["200"]["headers"]
+    assert listed["X-Total-Count"]["required"] is True
+
+
+def test_a_422_of_the_routes_own_rules_matches_the_documented_422(client: TestClient, alice: dict) -> None:
+    document = client.get("/openapi.json").json()
+    documented = document["paths"]["/api/{user_id}/tasks"]["get"]["responses"]["422"]
+    assert documented["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ValidationFailure"
+    }
+    failure = document["components"]["schemas"]["ValidationFailure"]
+    response = client.get(TASKS, params={"q": "milk", "search": "milk"}, headers=alice)
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], str)
+    assert {"type": "string"} in failure["properties"]["detail"]["anyOf"]
+    assert set(failure["required"]) <= set(response.json())
+
+
+@pytest.mark.parametrize("parameter", ["q", "search"])
+def test_a_search_with_nul_is_422(client: TestClient, alice: dict, parameter: str) -> None:
+    # PostgreSQL cannot take NUL in a text parameter: it must not get that far.
+    assert error_locs(client.get(TASKS, params={parameter: "a\x00b"}, headers=alice)) == [
+        ["query", parameter]
+    ]
+
+
+@pytest.mark.parametrize("parameter", ["q", "search"])
+def test_the_search_says_it_takes_no_nul(client: TestClient, alice: dict, parameter: str) -> None:
+    """`search` is `q` by another name, and its schema says the same (found by the fuzzer)."""
+    parameters = client.get("/openapi.json").json()["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]
+    schema = next(p["schema"] for p in parameters if p["name"] == parameter)
+    patterns = [branch["pattern"] for branch in schema["anyOf"] if "pattern" in branch]
+    assert patterns, schema
+    for text in ("milk", "a\x00b"):
+        accepted = client.get(TASKS, params={parameter: text}, headers=alice).status_code == 200
+        assert accepted == all(re.search(pattern, text) for pattern in patterns)
+
+
+@pytest.mark.parametrize("priority", ["h\u0131gh", "HIGH ", "x"])
+def test_the_documented_priority_filter_is_the_rule_the_api_applies(
+    client: TestClient, alice: dict, priority: str
+) -> None:
+    parameters = client.get("/openapi.json").json()["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]
+    schema = next(p["schema"] for p in parameters if p["name"] == "priority")
+    pattern = schema["anyOf"][0]["items"]["pattern"]
+    accepted = client.get(TASKS, params={"priority": priority}, headers=alice).status_code == 200
+    assert accepted == bool(re.search(pattern, priority))
+
+
+@pytest.mark.parametrize(
+    ("method", "query"),
+    [
+        ("DELETE", "completed=true&completed=false"),
+        ("DELETE", "status=completed&status=pending"),
+        ("GET", "limit=5&limit=6"),
+        ("GET", "sort=title&sort=-title"),
+    ],
+)
+def test_a_single_valued_query_parameter_sent_twice_is_422(
+    client: TestClient, alice: dict, method: str, query: str
+) -> None:
+    # Found by the schema fuzzer (e2e/test_fuzz.py): the last of many `completed` values decided
+    # which tasks a bulk delete removed.
+    create(client, alice, title="kept")
+    create(client, alice, title="kept too", completed=True)
+    response = client.request(method, f"{TASKS}?{query}", headers=alice)
+    assert response.status_code == 422, response.text
+    assert "once" in response.json()["detail"]
+    assert len(client.get(TASKS, headers=alice).json()) == 2
+
+
+def test_repeatable_and_empty_query_parameters_are_still_fine(client: TestClient, alice: dict) -> None:
+    assert client.get(f"{TASKS}?priority=high&priority=low&tag=a&tag=b", headers=alice).status_code == 200
+    assert client.delete(f"{TASKS}?completed=&completed=true", headers=alice).json() == {"deleted": 0}
+
+
+def test_a_repeated_parameter_without_a_token_is_still_401(client: TestClient) -> None:
+    assert client.get(f"{TASKS}?limit=5&limit=6").status_code == 401
