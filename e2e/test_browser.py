@@ -318,8 +318,6 @@ def test_try_it_out_lists_the_users_tasks(
     assert tried.authorization == f"Bearer {token}", "not the pasted token"
     assert seen.non_local() == [], seen.non_local()
     assert seen.errors == [], f"console errors: {seen.errors}"
-    expect(tried.rendered_status).to_have_text("200")
-    expect(tried.rendered_body).to_contain_text(title)
 
 
 # --- CORS: a frontend's page calling the API -------------------------------------------------
