@@ -24,6 +24,7 @@ test: install-dev
 # The TypeScript client's journey (Node's test runner), the browser tests (Debian's Chromium)
 # and a bounded fuzz run; each installs what it needs first.
 test-e2e: install-e2e chromium $(CLIENT)/node_modules/.installed
+	$(BIN)/mypy e2e  # here, not in `make test`: it needs the e2e tools' types
 	cd $(CLIENT) && npm test
 	$(BIN)/pytest e2e
 

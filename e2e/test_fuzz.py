@@ -34,6 +34,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import hypothesis
+import hypothesis.errors
+import hypothesis.stateful
 import pytest
 import schemathesis
 from schemathesis import Case, CheckContext, CheckFunction, Response
