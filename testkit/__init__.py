@@ -32,6 +32,9 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         "rate_limit_per_user": "100000/minute",
         "rate_limit_auth_per_address": "100000/minute",
         "rate_limit_unauthenticated_per_address": "100000/minute",
+        # A database hop is 503 after this long: a stall of the shared test machine (a checkpoint,
+        # steal time) must not become one. The outage tests set their own short deadline.
+        "db_statement_timeout_seconds": 30.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
