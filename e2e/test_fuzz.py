@@ -52,6 +52,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from e2e.conftest import token_for
+from models import TAGS_MAX
+from routes.tasks import MAX_OFFSET, STATUS_FILTERS
 from testkit import sign
 from testkit.server import RunningServer, make_run
 
@@ -187,11 +189,10 @@ class Tokens:
 # --- what the OpenAPI document cannot say ------------------------------------------------------
 
 SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
-STATUS_WORDS = {"pending": False, "todo": False, "completed": True, "complete": True, "done": True}
+# The status words that set a completion (`all` sets none), as the service reads them.
+STATUS_WORDS = {word: done for word, done in STATUS_FILTERS.items() if done is not None}
 QUERY_ALIASES = (("q", "search"), ("sort", "sort_by"), ("order", "sort_order"), ("offset", "page"))
 PAGE_SIZES = ("limit", "page_size", "per_page")
-MAX_OFFSET = 2**31 - 1
-TAGS_MAX = 20
 
 
 def completion_of(word: Any) -> bool | None:
